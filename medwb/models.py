@@ -5,7 +5,7 @@
 # %% ../nbs/03_models.ipynb #c002
 from __future__ import annotations
 
-import inspect
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,10 +27,10 @@ __all__ = ['MODELS', 'BASELINE', 'REFERENCE', 'TorchMLPClassifier', 'TorchMLPReg
 # %% ../nbs/03_models.ipynb #c004
 class _TorchMLP(BaseEstimator):
     "Shared fit loop of the torch MLP estimators."
-    def __init__(self, hidden: tuple = (32, 16), # units per hidden layer
-                 epochs: int = 150,              # passes over the training data
-                 lr: float = 1e-2,               # Adam learning rate
-                 weight_decay: float = 1e-4,     # L2 penalty
+    def __init__(self, hidden: tuple = (32,),    # units per hidden layer
+                 epochs: int = 100,              # passes over the training data
+                 lr: float = 1e-3,               # Adam learning rate
+                 weight_decay: float = 1e-3,     # L2 penalty
                  batch_size: int = 64,           # minibatch size
                  dropout: float = 0.0,           # dropout after each hidden layer
                  random_state: int = 0,          # seed for weights and batch order
@@ -71,7 +71,7 @@ class _TorchMLP(BaseEstimator):
                 for b in torch.randperm(len(X), generator=g).split(int(self.batch_size)):
                     b = b.to(dev)
                     opt.zero_grad(); loss = loss_fn(net(X[b]), t[b]); loss.backward(); opt.step()
-                    total += float(loss) * len(b)
+                    total += loss.item() * len(b)
                 self.loss_curve_.append(total / len(X))
             self.net_ = net.cpu().eval()
             self.n_features_in_ = X.shape[1]
@@ -159,4 +159,5 @@ def model_params(name: str, task: str, params: dict | None = None) -> dict:
     bad = sorted(set(params) - set().union(*valid.values()))
     if bad: raise MedwbError(f"settings.ini [model.{name}]: unknown parameter(s) {', '.join(bad)}; "
                              f"valid: {', '.join(sorted(set().union(*valid.values())))}")
-    return {k: v for k, v in params.items() if k in valid.get(task, set())}
+    # JSON form (tuples become lists): parameters travel through papermill and manifests unchanged.
+    return json.loads(json.dumps({k: v for k, v in params.items() if k in valid.get(task, set())}))

@@ -33,7 +33,7 @@ __all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'ensure_kernel', 'template_
 # %% ../nbs/06_pipeline.ipynb #c004
 KERNEL_NAME = "medwb"
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
+              "PYTHONHASHSEED": "0"}
 
 def ensure_kernel() -> str:
     "Install (once per interpreter) a kernelspec that runs this interpreter; return its name."

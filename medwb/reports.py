@@ -27,8 +27,8 @@ __all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'REGRESSION_ROWS', 'HEADLINE', '
 REPORT_CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1.5em;color:#1d2733;line-height:1.5}
 h1{border-bottom:3px solid #2b6cb0;padding-bottom:.3em}h2{border-bottom:1px solid #cbd5e0;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #cbd5e0;padding:.3em .6em;text-align:right}
-th{background:#edf2f7}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#f7fafc}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #cbd5e0;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#edf2f7}tr:nth-child(even) td{background:#f7fafc}
 img{max-width:100%}pre{background:#f7fafc;padding:.6em;overflow-x:auto;font-size:.85em}code{background:#edf2f7;padding:0 .2em}
 .anchor-link{display:none}.banner{padding:.6em 1em;border-radius:4px;margin:1em 0;font-weight:600}
 .banner.warn{background:#fff5f5;border:2px solid #c53030;color:#c53030}.banner.info{background:#ebf8ff;border:1px solid #3182ce}
@@ -137,8 +137,11 @@ def metric_table(ev) -> pd.DataFrame:
     cols = {k: v for k, v in ev.parts.items()}
     if ev.method == "kfold":
         cols = {"mean": ev.metrics, "sd": {k[:-3]: v for k, v in ev.metrics.items() if k.endswith("_sd")}, **cols}
-    t = pd.DataFrame({c: [m.get(r) for r in rows] for c, m in cols.items()}, index=rows)
-    return t.astype(float).round(4)
+    counts = {"n", "events", "tp", "fp", "tn", "fn"}
+    def fmt(r, v):
+        if v is None or (isinstance(v, float) and np.isnan(v)): return "–"
+        return f"{v:.0f}" if r in counts else f"{v:.4f}"
+    return pd.DataFrame({c: [fmt(r, m.get(r)) for r in rows] for c, m in cols.items()}, index=rows)
 
 # %% ../nbs/05_reports.ipynb #c013
 def report_heading(ds, card: dict, model: str, seed: int, evaluation: str) -> str:
