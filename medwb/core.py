@@ -93,6 +93,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     path = Path(path) if path else find_settings()
     if not path.exists(): raise SettingsError(f"settings file not found: {path}")
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    cp.optionxform = str   # keep case: scikit-learn parameters such as SVC's `C` are case-sensitive
     try: cp.read(path, encoding="utf-8")
     except configparser.Error as e: raise SettingsError(f"{path} is not a valid settings file: {e}") from None
     if "medwb" not in cp: raise SettingsError(f"{path} has no [medwb] section")

@@ -87,7 +87,8 @@ class Job:
 # %% ../nbs/06_pipeline.ipynb #c008
 def build_matrix(settings: Settings) -> list[Job]:
     "Validated jobs for datasets × models × seeds."
-    for name in settings.models: model_params(name, "classification", settings.model_params.get(name))
+    for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
+        model_params(name, "classification", settings.model_params.get(name))
     env, code = environment_fingerprint(), code_fingerprint()
     jobs, seen = [], set()
     for d in settings.datasets:

@@ -1,0 +1,39 @@
+"Shared helpers: a scratch copy of settings.ini and the `medwb` command of this interpreter."
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDWB = str(Path(sys.executable).parent / "medwb")
+
+
+def write_settings(folder: Path, medwb: dict | None = None, sections: dict | None = None) -> Path:
+    "A settings.ini in `folder`: the repository's, with [medwb] keys and whole sections replaced."
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    cp.optionxform = str
+    cp.read(ROOT / "settings.ini", encoding="utf-8")
+    cp["medwb"]["templates_dir"] = str(ROOT / "nbs" / "reports")
+    cp["medwb"]["data_dir"] = str(folder)
+    for k, v in (medwb or {}).items(): cp["medwb"][k] = str(v)
+    for name, body in (sections or {}).items():
+        if body is None: cp.remove_section(name)
+        else: cp[name] = {k: str(v) for k, v in body.items()}
+    path = folder / "settings.ini"
+    with open(path, "w", encoding="utf-8") as f: cp.write(f)
+    return path
+
+
+def medwb(*args: str, settings: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    "Run the medwb command; return the completed process (stdout and stderr as text)."
+    pre = ["--settings", str(settings)] if settings else []
+    return subprocess.run([MEDWB, *pre, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    return tmp_path
