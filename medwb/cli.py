@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", help="comma-separated dataset names")
     r.add_argument("--models", help="comma-separated model names")
     r.add_argument("--seeds", help="comma-separated integer seeds")
-    r.add_argument("--evaluation", help="holdout or kfold")
-    r.add_argument("--folds", type=int, help="k for kfold")
+    r.add_argument("--evaluation", help="holdout, kfold, repeated_kfold or bootstrap")
+    r.add_argument("--folds", type=int, help="k for (repeated) k-fold")
+    r.add_argument("--n-boot", type=int, help="bootstrap resamples for confidence intervals")
     r.add_argument("--jobs", type=int, help="parallel jobs (0 = one per core)")
     r.add_argument("--executor", help="process, sequential or dask")
     r.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
@@ -51,7 +52,8 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join([line(cols), line(["-" * n for n in w]), *map(line, cells)])
 
 def _headline(h: dict | None) -> str:
-    return " ".join(f"{k}={v:.3f}" for k, v in (h or {}).items() if isinstance(v, (int, float)))
+    from medwb.reports import headline_text
+    return headline_text(h)
 
 def cmd_run(a, settings) -> int:
     from medwb.pipeline import run_matrix
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over = {"reports_dir": a.reports_dir}
         if a.cmd == "run":
-            over.update(datasets=a.datasets, models=a.models, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds,
+            over.update(datasets=a.datasets, models=a.models, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
                         jobs=a.jobs, executor=("dask" if a.scheduler else a.executor), scheduler=a.scheduler)
         settings = load_settings(a.settings, **over)
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce}[a.cmd](a, settings)

@@ -35,7 +35,7 @@ class SettingsError(MedwbError):
 
 # %% ../nbs/00_core.ipynb #c006
 EXECUTORS = ("process", "sequential", "dask")
-EVALUATIONS = ("holdout", "kfold")
+EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
 _REQUIRED = ("data_dir", "reports_dir", "datasets", "models", "seeds", "evaluation", "jobs", "executor")
 
 @dataclass(frozen=True)
@@ -48,8 +48,14 @@ class Settings:
     datasets: tuple[str, ...]         # run matrix: dataset names
     models: tuple[str, ...]           # run matrix: model names
     seeds: tuple[int, ...]            # run matrix: seeds
-    evaluation: str = "holdout"       # holdout | kfold (clause 5.3.2.1)
-    folds: int = 5                    # k for kfold
+    evaluation: str = "holdout"       # holdout | kfold | repeated_kfold | bootstrap (clause 5.3.2.1)
+    folds: int = 5                    # k for (repeated) k-fold
+    repeats: int = 3                  # repeats of repeated_kfold
+    rounds: int = 20                  # models fitted in the bootstrap design
+    threshold: Any = "youden"         # 'youden' (chosen on validation data) or a fixed probability
+    n_boot: int = 1000                # bootstrap resamples for confidence intervals
+    min_subgroup_n: int = 30          # subgroups smaller than this are flagged
+    project: Path | None = None       # project record (clause 4.1): intended use, ethics approval
     jobs: int = 0                     # parallel jobs; 0 = one per core
     executor: str = "process"         # process | sequential | dask
     scheduler: str | None = None      # Dask scheduler address for executor=dask
@@ -116,6 +122,16 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if executor not in EXECUTORS:
         raise SettingsError(f"settings.ini [medwb] executor = {executor!r}; choose one of {', '.join(EXECUTORS)}")
     jobs, folds = _as_int("jobs", raw["jobs"]), _as_int("folds", raw.get("folds", 5))
+    repeats, rounds = _as_int("repeats", raw.get("repeats", 3)), _as_int("rounds", raw.get("rounds", 20))
+    n_boot, min_n = _as_int("n_boot", raw.get("n_boot", 1000)), _as_int("min_subgroup_n", raw.get("min_subgroup_n", 30))
+    if min(repeats, rounds) < 1: raise SettingsError("settings.ini [medwb] repeats and rounds must be >= 1")
+    if n_boot < 100: raise SettingsError(f"settings.ini [medwb] n_boot = {n_boot}: use at least 100 bootstrap resamples")
+    threshold = str(raw.get("threshold", "youden")).strip()
+    if threshold != "youden":
+        try: threshold = float(threshold)
+        except ValueError: threshold = -1.0
+        if not 0 < threshold < 1:
+            raise SettingsError(f"settings.ini [medwb] threshold = {raw.get('threshold')!r}: use youden or a probability in (0, 1)")
     if jobs < 0: raise SettingsError(f"settings.ini [medwb] jobs = {jobs}: must be >= 0")
     if folds < 2: raise SettingsError(f"settings.ini [medwb] folds = {folds}: need at least 2 folds")
     scheduler = str(raw.get("scheduler") or "").strip() or None
@@ -134,7 +150,9 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),
                     templates_dir=(root / str(raw.get("templates_dir") or "nbs/reports").strip()).resolve(),
                     datasets=lst("datasets"), models=lst("models"), seeds=seeds, evaluation=evaluation,
-                    folds=folds, jobs=jobs, executor=executor, scheduler=scheduler,
+                    folds=folds, repeats=repeats, rounds=rounds, threshold=threshold, n_boot=n_boot, min_subgroup_n=min_n,
+                    project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
+                    jobs=jobs, executor=executor, scheduler=scheduler,
                     model_params=model_params, dataset_specs=dataset_specs)
 
 # %% ../nbs/00_core.ipynb #c014

@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import clone
+from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
 from .core import MedwbError, seed_everything
 from .data import Dataset
-from .features import build_pipeline, check_no_leakage, kfold_splits, split_dataset, split_table
+from .features import build_pipeline, check_no_leakage, kfold_splits, split_dataset, split_table, validation_split
 from .models import make_model
 
 # %% auto #0
-__all__ = ['classification_metrics', 'regression_metrics', 'Evaluation', 'evaluate_model']
+__all__ = ['METHODS', 'classification_metrics', 'regression_metrics', 'choose_threshold', 'Evaluation', 'score_kind',
+           'evaluate_model']
 
 # %% ../nbs/04_evaluate.ipynb #c003
 def _safe(fn, *a, **k) -> float | None:
@@ -31,15 +33,16 @@ def _safe(fn, *a, **k) -> float | None:
         except (ValueError, ZeroDivisionError, Warning): return None
     return None if np.isnan(v) else v
 
-def classification_metrics(y_true, score, threshold: float = 0.5) -> dict:
-    "Clause 5.3.1.1 metrics plus ROC-AUC, PR-AUC, Brier score and the confusion matrix at `threshold`."
+def classification_metrics(y_true, score, threshold: float = 0.5, probabilities: bool = True) -> dict:
+    "Clause 5.3.1.1 metrics plus ROC-AUC, PR-AUC, Brier score and the confusion matrix at `threshold` (a number, or one per row)."
     y, s = np.asarray(y_true).astype(int), np.asarray(score, dtype=float)
     if len(y) == 0: raise MedwbError("no predictions to evaluate")
     if np.isnan(s).any(): raise MedwbError(f"{int(np.isnan(s).sum())} predicted probabilities are NaN")
     pred = (s >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
     z = dict(zero_division=np.nan)
-    return {"n": int(len(y)), "events": int(y.sum()), "threshold": float(threshold),
+    thr = np.asarray(threshold, dtype=float)
+    return {"n": int(len(y)), "events": int(y.sum()), "threshold": float(np.median(thr)),
             "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
             "accuracy": _safe(skm.accuracy_score, y, pred),
             "sensitivity": _safe(skm.recall_score, y, pred, pos_label=1, **z),
@@ -49,7 +52,7 @@ def classification_metrics(y_true, score, threshold: float = 0.5) -> dict:
             "f1": _safe(skm.f1_score, y, pred, pos_label=1, **z),
             "roc_auc": _safe(skm.roc_auc_score, y, s),
             "pr_auc": _safe(skm.average_precision_score, y, s),
-            "brier": _safe(skm.brier_score_loss, y, np.clip(s, 0, 1))}
+            "brier": _safe(skm.brier_score_loss, y, np.clip(s, 0, 1)) if probabilities else None}
 
 def regression_metrics(y_true, pred) -> dict:
     "Clause 5.3.1.2 metrics: MSE, RMSE, MAE and R²."
@@ -60,62 +63,127 @@ def regression_metrics(y_true, pred) -> dict:
             "mae": _safe(skm.mean_absolute_error, y, p), "r2": _safe(skm.r2_score, y, p)}
 
 # %% ../nbs/04_evaluate.ipynb #c007
+def choose_threshold(y_val, score_val, policy: str | float = "youden") -> float:
+    "The decision threshold from validation predictions: Youden's J, or a fixed number."
+    if not isinstance(policy, str): return float(policy)
+    if policy != "youden": raise MedwbError(f"threshold policy {policy!r}: use 'youden' or a number in (0, 1)")
+    y, s = np.asarray(y_val).astype(int), np.asarray(score_val, dtype=float)
+    if len(np.unique(y)) < 2 or np.isnan(s).any(): return 0.5
+    fpr, tpr, thr = skm.roc_curve(y, s)
+    j = tpr - fpr
+    best = thr[np.flatnonzero(j == j.max())]
+    best = best[np.isfinite(best)]
+    return float(best.max()) if len(best) else 0.5
+
+# %% ../nbs/04_evaluate.ipynb #c010
+METHODS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
+
 @dataclass
 class Evaluation:
     "What one evaluation of one model on one dataset produced."
-    method: str                       # 'holdout' or 'kfold'
+    method: str                       # one of METHODS
     task: str
-    metrics: dict                     # headline metrics (holdout: test set; kfold: mean over folds)
-    parts: dict                       # metrics per part (holdout: val/test; kfold: fold1..k, pooled)
-    predictions: pd.DataFrame         # record_id, part, y_true, score
+    metrics: dict                     # headline metrics on the evaluated predictions (test part, or pooled)
+    parts: dict                       # metrics per part (val/test, or fold/round), plus 'mean' and 'sd' across them
+    predictions: pd.DataFrame         # record_id, part, y_true, score, threshold (evaluated rows only)
     flow: pd.DataFrame                # sample flow: rows and events per part
     model: object                     # the fitted pipeline (the artifact)
-    threshold: float | None = None    # classification decision threshold
+    threshold: float | None = None    # classification decision threshold of the artifact
     leakage: dict = field(default_factory=dict)
+    validation: pd.DataFrame | None = None   # validation predictions used to choose thresholds
+    score_kind: str = "probability"          # probability | decision (no predict_proba) | prediction (regression)
+
+def score_kind(model, task: str) -> str:
+    "'probability' (predict_proba), 'decision' (decision_function only) or 'prediction' (regression)."
+    if task == "regression": return "prediction"
+    if hasattr(model, "predict_proba"): return "probability"
+    if hasattr(model, "decision_function"): return "decision"
+    raise MedwbError(f"{type(model).__name__} has neither predict_proba nor decision_function: it cannot be scored")
 
 def _score(model, X, task: str) -> np.ndarray:
-    if task == "regression": return model.predict(X)
-    if hasattr(model, "predict_proba"): return model.predict_proba(X)[:, 1]
-    raise MedwbError(f"{type(model).__name__} has no predict_proba; a probability is needed for ROC and calibration")
+    kind = score_kind(model, task)
+    if kind == "prediction": return model.predict(X)
+    if kind == "probability": return model.predict_proba(X)[:, 1]
+    return model.decision_function(X)
 
-def _metrics(task, y, s, threshold):
-    return classification_metrics(y, s, threshold) if task == "classification" else regression_metrics(y, s)
+def _metrics(task, y, s, threshold, kind="probability"):
+    "Metrics, or {'error': reason} when they cannot be computed (NaN predictions, no rows)."
+    try:
+        return classification_metrics(y, s, threshold, kind == "probability") if task == "classification" else regression_metrics(y, s)
+    except MedwbError as e: return {"error": str(e), "n": int(len(y))}
 
-# %% ../nbs/04_evaluate.ipynb #c008
+# %% ../nbs/04_evaluate.ipynb #c011
+def _resampling_folds(ds: Dataset, method: str, seed: int, folds: int, repeats: int, rounds: int):
+    "(name, train, test) triples of record positions for the resampling designs."
+    idx = np.arange(len(ds.frame))
+    if method == "kfold":
+        return [(f"fold{i}", tr, te) for i, (tr, te) in enumerate(kfold_splits(ds, seed, folds), 1)]
+    if method == "repeated_kfold":
+        if ds.group_column:
+            return [(f"r{r + 1}fold{i}", tr, te) for r in range(repeats)
+                    for i, (tr, te) in enumerate(kfold_splits(ds, seed + r, folds), 1)]
+        cv = (RepeatedStratifiedKFold if ds.task == "classification" else RepeatedKFold)(n_splits=folds, n_repeats=repeats, random_state=seed)
+        return [(f"r{i // folds + 1}fold{i % folds + 1}", tr, te) for i, (tr, te) in enumerate(cv.split(idx, ds.y if ds.task == "classification" else None))]
+    if method == "bootstrap":
+        rng, out = np.random.default_rng(seed), []
+        strata = ds.y if ds.task == "classification" else np.zeros(len(idx), int)
+        for b in range(rounds):
+            tr = np.concatenate([rng.choice(idx[strata == c], size=(strata == c).sum(), replace=True) for c in np.unique(strata)])
+            te = np.setdiff1d(idx, tr)
+            out.append((f"round{b + 1}", np.sort(tr), te))
+        return out
+    raise MedwbError(f"unknown evaluation method {method!r}; choose one of {', '.join(METHODS)}")
+
+def _fit_part(ds, est, tr, te, seed, policy, X, y):
+    "Fit on `tr` minus a validation slice; choose the threshold there; score `te`."
+    fit, val = validation_split(ds, tr, seed)
+    pipe = build_pipeline(X, clone(est)).fit(X.iloc[fit], y[fit])
+    s_val = _score(pipe, X.iloc[val], ds.task)
+    thr = choose_threshold(y[val], s_val, policy) if ds.task == "classification" else None
+    return pipe, thr, s_val, val, fit, _score(pipe, X.iloc[te], ds.task)
+
+# %% ../nbs/04_evaluate.ipynb #c012
 def evaluate_model(ds: Dataset, model: str, seed: int = 0, params: dict | None = None,
-                   method: str = "holdout", folds: int = 5, threshold: float = 0.5) -> Evaluation:
-    "Fit model family `model` on `ds` and evaluate it with `method` ('holdout' or 'kfold')."
+                   method: str = "holdout", folds: int = 5, repeats: int = 3, rounds: int = 20,
+                   threshold: str | float = "youden") -> Evaluation:
+    "Fit model family `model` (a registered name, or an unfitted estimator) on `ds` and evaluate it with one of METHODS."
     seed_everything(seed)
-    est = make_model(model, ds.task, seed, params)
+    if method not in METHODS: raise MedwbError(f"unknown evaluation method {method!r}; choose one of {', '.join(METHODS)}")
+    est = make_model(model, ds.task, seed, params) if isinstance(model, str) else clone(model)
+    kind = score_kind(est, ds.task)
     X, y, ids = ds.X, ds.y, ds.ids
-    thr = threshold if ds.task == "classification" else None
-    rows, parts = [], {}
+    rows, vrows, parts, leakage = [], [], {}, {}
+    def keep(part, ix, s, thr, into):
+        into.append(pd.DataFrame({"record_id": ids[ix], "part": part, "y_true": y[ix], "score": s,
+                                  "threshold": thr if thr is not None else np.nan}))
     if method == "holdout":
         sp = split_dataset(ds, seed)
-        pipe = build_pipeline(X, est).fit(X.iloc[sp.train], y[sp.train])
-        for part in ("val", "test"):
-            ix = getattr(sp, part); s = _score(pipe, X.iloc[ix], ds.task)
-            parts[part] = _metrics(ds.task, y[ix], s, thr)
-            rows.append(pd.DataFrame({"record_id": ids[ix], "part": part, "y_true": y[ix], "score": s}))
-        headline, flow = parts["test"], split_table(ds, sp.parts())
-        leakage = check_no_leakage(ds, sp.parts())
-    elif method == "kfold":
-        fl = kfold_splits(ds, seed, folds)
-        leakage = {}
-        for i, (tr, te) in enumerate(fl, 1):
-            p = build_pipeline(X, clone(est)).fit(X.iloc[tr], y[tr])
-            s = _score(p, X.iloc[te], ds.task)
-            parts[f"fold{i}"] = _metrics(ds.task, y[te], s, thr)
-            rows.append(pd.DataFrame({"record_id": ids[te], "part": f"fold{i}", "y_true": y[te], "score": s}))
-            leakage.update({f"fold{i}:{k}": v for k, v in check_no_leakage(ds, {"train": tr, "test": te}).items()})
-        pooled = pd.concat(rows)
-        parts["pooled"] = _metrics(ds.task, pooled["y_true"].to_numpy(), pooled["score"].to_numpy(), thr)
-        fm = pd.DataFrame([parts[f"fold{i}"] for i in range(1, len(fl) + 1)]).astype(float)
-        headline = {k: (None if np.isnan(v) else float(v)) for k, v in fm.mean().items()}
-        headline.update({f"{k}_sd": (None if np.isnan(v) else float(v)) for k, v in fm.std(ddof=1).items()
-                         if k not in ("n", "events", "threshold", "tp", "fp", "tn", "fn")})
-        flow = split_table(ds, {f"fold{i}": te for i, (_, te) in enumerate(fl, 1)})
-        pipe = build_pipeline(X, clone(est)).fit(X, y)
+        pipe = build_pipeline(X, clone(est)).fit(X.iloc[sp.train], y[sp.train])
+        s_val = _score(pipe, X.iloc[sp.val], ds.task)
+        thr = choose_threshold(y[sp.val], s_val, threshold) if ds.task == "classification" else None
+        keep("val", sp.val, s_val, thr, vrows)
+        s_test = _score(pipe, X.iloc[sp.test], ds.task)
+        keep("test", sp.test, s_test, thr, rows)
+        parts = {"val": _metrics(ds.task, y[sp.val], s_val, thr, kind), "test": _metrics(ds.task, y[sp.test], s_test, thr, kind)}
+        flow, leakage = split_table(ds, sp.parts()), check_no_leakage(ds, sp.parts())
     else:
-        raise MedwbError(f"unknown evaluation method {method!r}; choose holdout or kfold")
-    return Evaluation(method, ds.task, headline, parts, pd.concat(rows, ignore_index=True), flow, pipe, thr, leakage)
+        splits = _resampling_folds(ds, method, seed, folds, repeats, rounds)
+        thrs = []
+        for name, tr, te in splits:
+            pipe_f, thr, s_val, val, fit, s_te = _fit_part(ds, est, tr, te, seed, threshold, X, y)
+            keep(name, val, s_val, thr, vrows); keep(name, te, s_te, thr, rows); thrs.append(thr)
+            parts[name] = _metrics(ds.task, y[te], s_te, thr, kind)
+            leakage.update({f"{name}:{k}": v for k, v in check_no_leakage(ds, {"fit": np.unique(fit), "val": val, "test": te}).items()})
+        thr = float(np.median(thrs)) if ds.task == "classification" else None
+        flow = split_table(ds, {name: te for name, _, te in splits})
+        pipe = build_pipeline(X, clone(est)).fit(X, y)
+    pred = pd.concat(rows, ignore_index=True)
+    headline = _metrics(ds.task, pred["y_true"].to_numpy(), pred["score"].to_numpy(),
+                        pred["threshold"].to_numpy() if ds.task == "classification" else None, kind)
+    if method != "holdout" and "error" not in headline:
+        fm = pd.DataFrame([v for v in parts.values() if "error" not in v]).astype(float)
+        parts = {"mean": _nan_none(fm.mean()), "sd": _nan_none(fm.std(ddof=1)), **parts}
+    return Evaluation(method, ds.task, headline, parts, pred, flow, pipe, thr, leakage, pd.concat(vrows, ignore_index=True), kind)
+
+def _nan_none(s: pd.Series) -> dict:
+    return {k: (None if pd.isna(v) else float(v)) for k, v in s.items()}

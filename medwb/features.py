@@ -20,7 +20,8 @@ from .core import MedwbError
 from .data import Dataset
 
 # %% auto #0
-__all__ = ['Split', 'split_dataset', 'check_no_leakage', 'kfold_splits', 'split_table', 'make_preprocessor', 'build_pipeline']
+__all__ = ['Split', 'split_dataset', 'check_no_leakage', 'kfold_splits', 'split_table', 'validation_split',
+           'characteristics_table', 'make_preprocessor', 'build_pipeline']
 
 # %% ../nbs/02_features.ipynb #c004
 @dataclass
@@ -103,6 +104,39 @@ def split_table(ds: Dataset, parts: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("split")
 
 # %% ../nbs/02_features.ipynb #c011
+def validation_split(ds: Dataset, train: np.ndarray, seed: int, fraction: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    "Split training row positions into (fit, validation); a record never lands on both sides."
+    uniq = np.unique(train)
+    if ds.group_column:
+        g = ds.frame[ds.group_column].to_numpy()
+        a, b = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(uniq, groups=g[uniq]))
+        fit_u, val = uniq[a], uniq[b]
+    else:
+        s = _strata(ds)[uniq]
+        try: fit_u, val = train_test_split(uniq, test_size=fraction, random_state=seed, stratify=s)
+        except ValueError: fit_u, val = train_test_split(uniq, test_size=fraction, random_state=seed)
+    fit = train[np.isin(train, fit_u)]
+    return np.sort(fit), np.sort(val)
+
+# %% ../nbs/02_features.ipynb #c014
+def characteristics_table(ds: Dataset, parts: dict[str, np.ndarray]) -> pd.DataFrame:
+    "Mean (SD) of each feature per part (categoricals: mode and share), with missing counts."
+    cols = {}
+    for name, ix in parts.items():
+        X, vals = ds.X.iloc[np.unique(ix)], {}
+        for c in ds.X.columns:
+            x = X[c]
+            if pd.api.types.is_numeric_dtype(x): v = f"{x.mean():.3g} ({x.std(ddof=1):.3g})"
+            else:
+                m = x.mode(); v = f"{m.iloc[0]} ({(x == m.iloc[0]).mean():.0%})" if len(m) else "–"
+            miss = int(x.isna().sum())
+            vals[c] = v + (f"; {miss} missing" if miss else "")
+        cols[f"{name} (n={len(np.unique(ix))})"] = vals
+    t = pd.DataFrame(cols)
+    t.insert(0, "unit", [ds.units.get(c, "") for c in t.index])
+    return t
+
+# %% ../nbs/02_features.ipynb #c017
 def make_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
     "Impute+scale numeric columns, impute+one-hot categorical ones."
     num = X.select_dtypes(include="number").columns.tolist()

@@ -27,19 +27,22 @@ from .reports import (FAILED_DIR, FAILED_JSON, HEADLINE, STAGING_DIR, latest_ver
                            version_dir, write_index)
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'ensure_kernel', 'template_hash', 'Job', 'build_matrix', 'execute_report',
-           'run_job', 'check_writable', 'run_matrix', 'job_from_manifest', 'reproduce']
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'ensure_kernel', 'template_hash', 'Job', 'evaluation_config', 'build_matrix',
+           'execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest', 'reproduce']
 
 # %% ../nbs/06_pipeline.ipynb #c004
 KERNEL_NAME = "medwb"
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "PYTHONHASHSEED": "0"}
+              "PYTHONHASHSEED": "0",
+              # shap's numba kernels are not cached across processes: compiling them costs ~12 s per report,
+              # while running them interpreted on report-sized data costs well under a second (measured).
+              "NUMBA_DISABLE_JIT": "1"}
 
 def ensure_kernel() -> str:
     "Install (once per interpreter) a kernelspec that runs this interpreter; return its name."
     base = Path(tempfile.gettempdir()) / f"medwb-jupyter-{hash_json(sys.executable)[:12]}"
     spec = base / "kernels" / KERNEL_NAME / "kernel.json"
-    want = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    want = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=ERROR"],
             "display_name": f"medwb ({sys.executable})", "language": "python", "env": KERNEL_ENV}
     if not spec.exists() or json.loads(spec.read_text()) != want: write_json(spec, want)
     paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
@@ -66,11 +69,11 @@ class Job:
     seed: int
     task: str
     params: dict
-    evaluation: str
-    folds: int
+    evaluation: dict          # design and its settings: method, folds, repeats, rounds, threshold, n_boot, min_subgroup_n
     template: str            # path of the report notebook
     reports_dir: str
     settings_path: str | None
+    project: str | None = None                    # project record (project.yml)
     inputs: dict = field(default_factory=dict)   # everything hashed into the version id
 
     @property
@@ -81,15 +84,25 @@ class Job:
     def parameters(self, out_dir: str, provenance: dict) -> dict:
         "The papermill parameters of the report notebook."
         return {"dataset": self.dataset, "model": self.model, "seed": self.seed, "model_params": self.params,
-                "evaluation": self.evaluation, "folds": self.folds, "settings_path": self.settings_path,
+                "evaluation": self.evaluation, "settings_path": self.settings_path, "project_path": self.project,
                 "out_dir": out_dir, "provenance": provenance}
 
 # %% ../nbs/06_pipeline.ipynb #c008
+def evaluation_config(settings: Settings) -> dict:
+    "The evaluation settings that determine a result (only those the chosen design uses)."
+    m = settings.evaluation
+    return {"method": m, "folds": settings.folds if m in ("kfold", "repeated_kfold") else None,
+            "repeats": settings.repeats if m == "repeated_kfold" else None, "rounds": settings.rounds if m == "bootstrap" else None,
+            "threshold": settings.threshold, "n_boot": settings.n_boot, "min_subgroup_n": settings.min_subgroup_n}
+
 def build_matrix(settings: Settings) -> list[Job]:
     "Validated jobs for datasets × models × seeds."
     for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
         model_params(name, "classification", settings.model_params.get(name))
     env, code = environment_fingerprint(), code_fingerprint()
+    project = settings.project if settings.project and settings.project.exists() else None
+    project_hash = sha256_file(project) if project else None
+    ev = evaluation_config(settings)
     jobs, seen = [], set()
     for d in settings.datasets:
         ds = load_dataset(d, settings)
@@ -100,11 +113,10 @@ def build_matrix(settings: Settings) -> list[Job]:
             params = model_params(m, ds.task, settings.model_params.get(m))
             for s in settings.seeds:
                 inputs = {"dataset": d, "dataset_fingerprint": fp, "model": m, "params": params, "seed": s,
-                          "task": ds.task, "evaluation": settings.evaluation,
-                          "folds": settings.folds if settings.evaluation == "kfold" else None,
+                          "task": ds.task, "evaluation": ev, "project": project_hash,
                           "medwb_version": medwb.__version__, "code": code, "template": th, "environment": env}
-                j = Job(d, m, s, ds.task, params, settings.evaluation, settings.folds, str(tpl),
-                        str(settings.reports_dir), str(settings.path) if settings.path else None, inputs)
+                j = Job(d, m, s, ds.task, params, ev, str(tpl), str(settings.reports_dir),
+                        str(settings.path) if settings.path else None, str(project) if project else None, inputs)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
     return jobs
 
@@ -127,8 +139,12 @@ def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
     return m
 
 def _headline(task: str, metrics: dict) -> dict:
-    m = metrics.get("metrics", {})
-    return {k: m.get(k) for k in HEADLINE[task]}
+    "Headline metrics for the index: point estimates, and the 95% CI of the first one."
+    m, ci = metrics.get("metrics", {}), metrics.get("ci", {})
+    out = {k: m.get(k) for k in HEADLINE[task]}
+    first = HEADLINE[task][0]
+    if (ci.get(first) or {}).get("lo") is not None: out.update({f"{first}_lo": ci[first]["lo"], f"{first}_hi": ci[first]["hi"]})
+    return out
 
 def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -153,7 +169,7 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
         pk = installed_packages()
         keep = ("scikit-learn", "numpy", "pandas", "torch", "papermill", "nbconvert", "matplotlib", "scipy")
         write_manifest(stage, **{k: v for k, v in prov.items()}, status="ok", dataset=job.dataset, model=job.model,
-                       seed=job.seed, task=job.task, evaluation=job.evaluation, params=job.params,
+                       seed=job.seed, task=job.task, evaluation=job.evaluation["method"], params=job.params,
                        template=Path(job.template).name, headline=headline, wall_time_s=wall,
                        python=sys.version.split()[0], packages={k: pk.get(k) for k in keep})
         try: publish_dir(stage, final)
@@ -175,7 +191,7 @@ def _record_failure(job: Job, stage: Path, prov: dict, e: Exception, res: dict, 
         err = f"{e.ename}: {e.evalue} (in cell {getattr(e, 'exec_count', '?')} of {Path(job.template).name})"
     else: err = f"{type(e).__name__}: {e}".strip()
     info = {**prov, "status": "failed", "dataset": job.dataset, "model": job.model, "seed": job.seed,
-            "task": job.task, "evaluation": job.evaluation, "params": job.params, "error": err[-2000:],
+            "task": job.task, "evaluation": job.evaluation["method"], "params": job.params, "error": err[-2000:],
             "traceback": traceback.format_exc()[-8000:], "wall_time_s": round(time.perf_counter() - t0, 3)}
     write_json(dest / FAILED_JSON, info)
     return {**res, "status": "failed", "seconds": info["wall_time_s"], "path": str(dest), "error": err.splitlines()[-1][:300] if err else ""}
@@ -191,7 +207,8 @@ def check_writable(folder: Path | str) -> Path:
     return folder
 
 def _progress_line(i: int, n: int, r: dict) -> str:
-    h = ", ".join(f"{k}={v:.3f}" for k, v in (r.get("headline") or {}).items() if isinstance(v, float))
+    from medwb.reports import headline_text
+    h = headline_text(r.get("headline"))
     extra = h if r["status"] != "failed" else r.get("error", "")
     return f"[{i:>{len(str(n))}}/{n}] {r['status']:<6} {r['job']:<40} {r['version_id']} {r['seconds']:6.1f}s  {extra}"
 
@@ -237,9 +254,9 @@ def job_from_manifest(manifest: dict, settings: Settings) -> Job:
     "Rebuild the job of a published version from its manifest."
     inp = manifest["inputs"]
     tpl = settings.templates_dir / TEMPLATES[inp["task"]]
-    return Job(inp["dataset"], inp["model"], inp["seed"], inp["task"], inp["params"], inp["evaluation"],
-               inp.get("folds") or settings.folds, str(tpl), str(settings.reports_dir),
-               str(settings.path) if settings.path else None, inp)
+    project = settings.project if settings.project and settings.project.exists() else None
+    return Job(inp["dataset"], inp["model"], inp["seed"], inp["task"], inp["params"], inp["evaluation"], str(tpl),
+               str(settings.reports_dir), str(settings.path) if settings.path else None, str(project) if project else None, inp)
 
 def reproduce(version_path: Path | str, settings: Settings) -> dict:
     "Re-execute a published version; return {'identical', 'differences', 'input_changes', 'seconds'}."
@@ -247,7 +264,8 @@ def reproduce(version_path: Path | str, settings: Settings) -> dict:
     man = read_json(vp / MANIFEST)
     job = job_from_manifest(man, settings)
     now = {"code": code_fingerprint(), "environment": environment_fingerprint(), "template": template_hash(job.template),
-           "dataset_fingerprint": load_dataset(job.dataset, settings).fingerprint}
+           "dataset_fingerprint": load_dataset(job.dataset, settings).fingerprint,
+           "project": sha256_file(job.project) if job.project else None}
     changes = [k for k, v in now.items() if man["inputs"].get(k) != v]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medwb-reproduce-") as tmp:

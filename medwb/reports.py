@@ -17,11 +17,13 @@ import pandas as pd
 from .core import MANIFEST, MedwbError, atomic_write_text, read_json, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'REGRESSION_ROWS', 'HEADLINE', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON',
-           'assert_offline', 'html_page', 'notebook_to_html', 'save_figure', 'save_evaluation',
-           'classification_figures', 'regression_figures', 'metric_table', 'report_heading', 'target_statement',
-           'design_statement', 'threshold_statement', 'performance_figures', 'provenance_table', 'card_table',
-           'model_table', 'version_dir', 'list_versions', 'find_version', 'latest_version', 'write_index']
+__all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'HEADLINE', 'SECTION_NAMES', 'SECTION_ANCHORS',
+           'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'assert_offline', 'html_page', 'notebook_to_html', 'section',
+           'require', 'explanations', 'ci_table', 'comparison_table', 'confusion_table', 'save_artifacts',
+           'write_metrics', 'save_figure', 'classification_figures', 'regression_figures', 'parts_table',
+           'report_heading', 'target_statement', 'design_statement', 'threshold_statement', 'imbalance_statement',
+           'fmt_num', 'delong_table', 'report_facts', 'provenance_table', 'card_table', 'model_table', 'version_dir',
+           'list_versions', 'find_version', 'latest_version', 'headline_text', 'write_index']
 
 # %% ../nbs/05_reports.ipynb #c004
 REPORT_CSS = """
@@ -68,82 +70,193 @@ def notebook_to_html(nb_path: Path | str, title: str) -> str:
     return html_page(title, body)
 
 # %% ../nbs/05_reports.ipynb #c007
+from contextlib import contextmanager
+
+@contextmanager
+def section(name: str, record: dict):
+    "Run a report section; on a data problem, show and record why it could not be computed."
+    from IPython.display import HTML, display
+    try:
+        yield
+    except (MedwbError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as e:
+        reason = f"{type(e).__name__}: {e}" if not isinstance(e, MedwbError) else str(e)
+        record.setdefault("unavailable", {})[name] = reason
+        display(HTML(f'<div class="banner warn">This section could not be computed: {html.escape(reason)}</div>'))
+
+def require(condition: bool, reason: str):
+    "Raise a MedwbError with `reason` unless `condition` (inside `section`, it becomes the section's note)."
+    if not condition: raise MedwbError(reason)
+
+# %% ../nbs/05_reports.ipynb #c010
+def explanations(ev, ds, seed: int = 0, max_rows: int = 100, lime_samples: int = 1000) -> dict:
+    "Global SHAP figures and table, per-patient SHAP/LIME figures, and their rank agreement."
+    from medwb import explain as X
+    ids = pd.Index(ds.ids)
+    Xall = ds.X.set_axis(ids)
+    pred = ev.predictions.drop_duplicates("record_id").reset_index(drop=True)
+    if ev.method == "holdout":
+        held = set(ev.predictions["record_id"]) | set(ev.validation["record_id"])
+        bg = Xall.loc[[i for i in ids if i not in held]]
+    else: bg = Xall
+    thr = ev.threshold if ds.task == "classification" else None
+    cases = {k: v for k, v in X.select_cases(pred, thr, ds.task).items()}
+    kind = X.explainer_kind(ev.model)
+    p = ds.X.shape[1]
+    # the model-agnostic explainer costs rows × evaluations × background predictions: keep it small, and say so
+    cost = {"max_background": 100} if kind != "permutation" else {"max_background": 50, "max_evals": 2 * (2 * p + 1)}
+    if kind == "permutation": max_rows = min(max_rows, 50)
+    rng = np.random.default_rng(seed)
+    sample = sorted(rng.choice(len(pred), size=min(max_rows, len(pred)), replace=False).tolist())
+    rows = sorted(set(sample) | {v for v in cases.values() if v is not None})
+    explain_ids = pred["record_id"].iloc[rows].tolist()
+    res = X.shap_values(ev.model, bg, Xall.loc[explain_ids], ds.task, seed=seed, **cost)
+    imp = X.shap_importance_table(res, ds.units)
+    out = {"global": X.shap_global_figures(res, units=ds.units), "importance": imp.head(15), "cases": [], "agreement": None}
+    summary = {"explainer": res.explainer, "output_scale": res.output_scale, "background_size": res.background_size,
+               "n_explained": len(explain_ids), "top_features": imp["feature"].tolist()[:10],
+               "mean_abs_shap": dict(zip(imp["feature"], imp["mean_abs_shap"].astype(float))), "cases": {}}
+    agree = []
+    positive = ds.positive_class or "positive"
+    for name, pos in cases.items():
+        if pos is None:
+            out["cases"].append({"text": f"**{name.capitalize()}:** none in the evaluated records.", "figures": {}})
+            summary["cases"][name] = None
+            continue
+        r = pred.iloc[pos]; rid = r["record_id"]; i = explain_ids.index(rid)
+        truth = (positive if r["y_true"] == 1 else f"not {positive}") if ds.task == "classification" else f"{r['y_true']:.4g}"
+        said = f"predicted risk {r['score']:.3f} (threshold {thr:.3g})" if ds.task == "classification" else f"predicted {r['score']:.4g}"
+        lw = X.lime_weights(ev.model, bg, Xall.loc[rid], ds.task, seed=seed, num_samples=lime_samples)
+        rho = X.rank_agreement(pd.Series(res.explanation.values[i], index=res.explanation.feature_names), lw)
+        slug = name.replace(" ", "_").replace("-", "_")
+        figs = {f"shap_{slug}": X.shap_waterfall_figure(res, i, ds.units, f"SHAP: {name} ({rid})"),
+                f"lime_{slug}": X.lime_figure(lw, Xall.loc[rid], ds.units, f"LIME: {name} ({rid})")}
+        out["cases"].append({"text": f"**{name.capitalize()}** — record `{rid}`: truth {truth}, {said}. "
+                                     f"SHAP–LIME rank agreement ρ = {fmt_num(rho, 2)}.", "figures": figs})
+        top_s = pd.Series(np.abs(res.explanation.values[i]), index=res.explanation.feature_names).sort_values(ascending=False)
+        summary["cases"][name] = {"record_id": rid, "y_true": r["y_true"], "score": r["score"], "spearman": rho,
+                                  "shap_top": top_s.index.tolist()[:5], "lime_top": lw.abs().sort_values(ascending=False).index.tolist()[:5]}
+        agree.append({"patient": name, "record": rid, "Spearman ρ": fmt_num(rho, 3),
+                      "top SHAP features": ", ".join(top_s.index[:3]), "top LIME features": ", ".join(lw.abs().sort_values(ascending=False).index[:3])})
+    out["agreement"] = pd.DataFrame(agree)
+    out["summary"] = summary
+    bg_note = f"{res.background_size} background rows sampled from the {'training part' if ev.method == 'holdout' else 'training data'}"
+    perm = f"; {cost['max_evals']} model evaluations per patient (two antithetic feature permutations)" if kind == "permutation" else ""
+    out["intro"] = (f"SHAP explainer: **{res.explainer}** ({bg_note}{perm}); attributions are on the **{res.output_scale}** scale. "
+                    f"Global plots over {len(explain_ids)} evaluated records. LIME: {lime_samples} perturbed samples per patient, "
+                    f"seed {seed}. Feature labels give units and the patient's actual values."
+                    + ("" if ev.method == "holdout" else " The artifact was refitted on all records, so these patients were in its training data."))
+    return out
+
+# %% ../nbs/05_reports.ipynb #c012
+def ci_table(cis: dict, rows: list[str]) -> pd.DataFrame:
+    "Estimate and 95% CI per metric, with the reason where a metric is undefined."
+    out = []
+    for r in rows:
+        c = cis.get(r) or {}
+        est = c.get("estimate")
+        out.append({"metric": r, "estimate": "–" if est is None else f"{est:.4f}",
+                    "95% CI": "–" if c.get("lo") is None else f"{c['lo']:.4f} – {c['hi']:.4f}",
+                    "note": c.get("reason", "")})
+    return pd.DataFrame(out).set_index("metric")
+
+def comparison_table(comps: dict, rows: list[str]) -> pd.DataFrame:
+    "Differences (this model − comparator) with paired-bootstrap CIs, one column per comparator."
+    cols = {}
+    for name, c in comps.items():
+        d = c.get("differences", {})
+        cols[name] = [("–" if (d.get(r) or {}).get("difference") is None else
+                       f"{d[r]['difference']:+.4f} ({_fmt_ci(d[r])})") for r in rows]
+    return pd.DataFrame(cols, index=rows)
+
+def _fmt_ci(c: dict) -> str:
+    return "CI –" if c.get("lo") is None else f"{c['lo']:+.4f} to {c['hi']:+.4f}"
+
+def confusion_table(m: dict, positive: str) -> pd.DataFrame:
+    "The 2×2 confusion matrix with the positive class named."
+    return pd.DataFrame({f"predicted {positive}": [m.get("tp"), m.get("fp")], f"predicted not {positive}": [m.get("fn"), m.get("tn")]},
+                        index=[f"truly {positive}", f"truly not {positive}"])
+
+# %% ../nbs/05_reports.ipynb #c014
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict): return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_clean(x) for x in v]
+    if isinstance(v, pd.DataFrame): return _clean(v.to_dict(orient="records"))
+    if isinstance(v, np.ndarray): return _clean(v.tolist())
+    if isinstance(v, (np.integer,)): return int(v)
+    if isinstance(v, (np.bool_,)): return bool(v)
+    if isinstance(v, (np.floating, float)): return None if np.isnan(v) else float(v)
+    return v
+
+def save_artifacts(ev, out_dir: Path | str = ".") -> Path:
+    "Write predictions.csv and model.joblib; return the model's path."
+    import joblib
+    out = Path(out_dir)
+    ev.predictions.to_csv(out / "predictions.csv", index=False, float_format="%.10g")
+    joblib.dump(ev.model, out / "model.joblib")
+    return out / "model.joblib"
+
+def write_metrics(out_dir: Path | str, record: dict) -> dict:
+    "Write metrics.json (every number of the report, JSON-clean); return what was written."
+    m = _clean(record)
+    write_json(Path(out_dir) / "metrics.json", m)
+    return m
+
+# %% ../nbs/05_reports.ipynb #c016
 def save_figure(fig, name: str, out_dir: Path | str = ".") -> Path:
-    "Save a matplotlib figure as figures/NAME.png (fixed metadata, so identical figures give identical bytes)."
+    "Save a matplotlib figure as figures/NAME.png."
     p = Path(out_dir) / "figures" / f"{name}.png"
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110, bbox_inches="tight", metadata={"Software": None})
     return p
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, dict): return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_clean(x) for x in v]
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (np.floating, float)): return None if np.isnan(v) else float(v)
-    return v
-
-def save_evaluation(ev, out_dir: Path | str = ".", **context) -> dict:
-    "Write metrics.json, predictions.csv and model.joblib for an `Evaluation`; return the metrics dict."
-    import joblib
-    out = Path(out_dir)
-    m = _clean({**context, "task": ev.task, "method": ev.method, "threshold": ev.threshold,
-                "metrics": ev.metrics, "parts": ev.parts})
-    write_json(out / "metrics.json", m)
-    ev.predictions.to_csv(out / "predictions.csv", index=False, float_format="%.10g")
-    joblib.dump(ev.model, out / "model.joblib")
-    return m
-
-# %% ../nbs/05_reports.ipynb #c009
+# %% ../nbs/05_reports.ipynb #c018
 def classification_figures(ev, positive: str = "positive") -> dict:
-    "ROC and precision-recall curves and the confusion matrix of the evaluated part(s)."
+    "ROC and precision-recall curves of the evaluated predictions."
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
-    p = ev.predictions if ev.method == "kfold" else ev.predictions[ev.predictions["part"] == "test"]
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+    p = ev.predictions
     y, s = p["y_true"].to_numpy(), p["score"].to_numpy()
+    if len(np.unique(y)) < 2: raise MedwbError("only one class in the evaluated data: no ROC or precision-recall curve")
+    if np.isnan(s).any(): raise MedwbError(f"{int(np.isnan(s).sum())} predictions are NaN: no curves")
     fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
-    if len(np.unique(y)) == 2:
-        RocCurveDisplay.from_predictions(y, s, ax=ax[0], name="model", plot_chance_level=True)
-        PrecisionRecallDisplay.from_predictions(y, s, ax=ax[1], name="model", plot_chance_level=True)
-    ax[0].set_title(f"ROC ({positive} = positive)"); ax[1].set_title("Precision-recall")
+    RocCurveDisplay.from_predictions(y, s, ax=ax[0], name="model", plot_chance_level=True)
+    PrecisionRecallDisplay.from_predictions(y, s, ax=ax[1], name="model", plot_chance_level=True)
+    ax[0].set_title(f"ROC ({positive} = positive)"); ax[1].set_title(f"Precision-recall ({positive} = positive)")
     fig.tight_layout()
-    cm, axc = plt.subplots(figsize=(4.2, 3.8))
-    ConfusionMatrixDisplay.from_predictions(y, (s >= ev.threshold).astype(int), labels=[0, 1],
-                                            display_labels=[f"not {positive}", positive], ax=axc, colorbar=False)
-    axc.set_title(f"Confusion matrix at threshold {ev.threshold:g}")
-    cm.tight_layout()
-    return {"roc_pr": fig, "confusion": cm}
+    return {"roc_pr": fig}
 
 def regression_figures(ev, target: str = "target") -> dict:
     "Predicted vs observed and residuals vs predicted."
     import matplotlib.pyplot as plt
     from sklearn.metrics import PredictionErrorDisplay
-    p = ev.predictions if ev.method == "kfold" else ev.predictions[ev.predictions["part"] == "test"]
+    p = ev.predictions
+    if p["score"].isna().any(): raise MedwbError(f"{int(p['score'].isna().sum())} predictions are NaN: no residual plots")
     fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
     PredictionErrorDisplay.from_predictions(p["y_true"], p["score"], kind="actual_vs_predicted", ax=ax[0])
     PredictionErrorDisplay.from_predictions(p["y_true"], p["score"], kind="residual_vs_predicted", ax=ax[1])
-    ax[0].set_title(f"Observed vs predicted {target}"); ax[1].set_title("Residuals")
+    ax[0].set_title(f"Observed vs predicted {target}"); ax[1].set_title("Residuals (observed − predicted)")
     fig.tight_layout()
     return {"prediction_error": fig}
 
-# %% ../nbs/05_reports.ipynb #c011
+# %% ../nbs/05_reports.ipynb #c020
 CLASSIFICATION_ROWS = ["n", "events", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
                        "roc_auc", "pr_auc", "brier", "tp", "fp", "tn", "fn"]
+CI_ROWS = {"classification": ["roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "brier"],
+           "regression": ["mse", "rmse", "mae", "r2"]}
 REGRESSION_ROWS = ["n", "mse", "rmse", "mae", "r2"]
 HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae")}
 
-def metric_table(ev) -> pd.DataFrame:
-    "Metrics (rows) × evaluated parts (columns), plus the headline column."
+def parts_table(ev, max_parts: int = 12) -> pd.DataFrame:
+    "Metrics (rows) × evaluated parts (columns)."
     rows = CLASSIFICATION_ROWS if ev.task == "classification" else REGRESSION_ROWS
-    cols = {k: v for k, v in ev.parts.items()}
-    if ev.method == "kfold":
-        cols = {"mean": ev.metrics, "sd": {k[:-3]: v for k, v in ev.metrics.items() if k.endswith("_sd")}, **cols}
+    cols = dict(list(ev.parts.items())[:max_parts])
     counts = {"n", "events", "tp", "fp", "tn", "fn"}
     def fmt(r, v):
         if v is None or (isinstance(v, float) and np.isnan(v)): return "–"
-        return f"{v:.0f}" if r in counts else f"{v:.4f}"
+        return f"{v:.0f}" if r in counts and not isinstance(v, float) or (r in counts and float(v).is_integer()) else f"{v:.4f}"
     return pd.DataFrame({c: [fmt(r, m.get(r)) for r in rows] for c, m in cols.items()}, index=rows)
 
-# %% ../nbs/05_reports.ipynb #c013
+# %% ../nbs/05_reports.ipynb #c022
 def report_heading(ds, card: dict, model: str, seed: int, evaluation: str) -> str:
     "The report's title and one-line summary (Markdown)."
     from medwb.models import MODELS
@@ -158,26 +271,65 @@ def target_statement(ds, card: dict) -> str:
         return f"**Positive class: {ds.positive_class}.** Target coding: {card.get('target_coding', '1 = positive class')}"
     return f"**Target:** {ds.target}. {card.get('target_coding', '')}"
 
-def design_statement(ev, folds: int) -> str:
-    "The evaluation design and the result of the leakage check (Markdown)."
-    design = ("stratified 70/15/15 hold-out split; metrics on the test part, validation part shown beside it"
-              if ev.method == "holdout" else
-              f"stratified {folds}-fold cross-validation; mean and SD over folds, and the pooled out-of-fold predictions")
-    return (f"**Design:** {design}. **Leakage check:** {len(ev.leakage)} pairwise comparisons of record ids"
-            f" (and patients), overlaps found: {sum(ev.leakage.values())}.")
+def design_statement(ev, E: dict) -> str:
+    "The evaluation design, how thresholds were chosen, and the result of the leakage check (Markdown)."
+    design = {"holdout": "stratified 70/15/15 hold-out split (clause 5.2.1.2): fitted on the training part, threshold chosen on the validation part, metrics on the test part",
+              "kfold": f"stratified {E.get('folds')}-fold cross-validation; in each fold 15% of the training rows are held out to choose the threshold; metrics on the pooled out-of-fold predictions (every record once)",
+              "repeated_kfold": f"stratified {E.get('folds')}-fold cross-validation repeated {E.get('repeats')} times; threshold chosen on 15% of each training fold; metrics on the pooled out-of-fold predictions (every record {E.get('repeats')} times; CIs resample records)",
+              "bootstrap": f"bootstrap validation: {E.get('rounds')} models, each fitted on a stratified bootstrap sample and scored on its out-of-bag records; threshold chosen on 15% of each sample's records"}[ev.method]
+    return (f"**Design:** {design}. Internal validation only (no external data). **Leakage check:** {len(ev.leakage)} pairwise comparisons of record ids"
+            f" (and patients) between fit, validation and test rows; overlaps found: **{sum(ev.leakage.values())}**.")
 
-def threshold_statement(ev, ds) -> str:
+def threshold_statement(ev, ds, policy="youden") -> str:
     "How predictions become decisions (Markdown)."
     if ds.task != "classification": return "Output: a continuous prediction of the target."
-    return (f"Output: the predicted probability of *{ds.positive_class}*; decision threshold **{ev.threshold:g}**, "
-            "fixed in advance (never tuned on test data).")
+    what = "the predicted probability" if ev.score_kind == "probability" else "the decision-function score (the model has no predict_proba)"
+    how = "chosen on validation data by Youden's J, never on test data" if policy == "youden" else f"fixed in advance at {policy}"
+    per = "; one threshold per fold or round, their median shown" if ev.method != "holdout" else ""
+    return f"Output: {what} of *{ds.positive_class}*; decision threshold **{ev.threshold:.3g}** ({how}{per})."
 
-def performance_figures(ev, ds) -> dict:
-    "The figures of the performance section for the dataset's task."
-    if ds.task == "classification": return classification_figures(ev, positive=ds.positive_class)
-    return regression_figures(ev, target=ds.target)
+def imbalance_statement(ev) -> str:
+    "How class imbalance is handled, read from the estimator."
+    est = ev.model.named_steps["model"] if hasattr(ev.model, "named_steps") else ev.model
+    cw = est.get_params().get("class_weight", None) if hasattr(est, "get_params") else None
+    return (f"class_weight = {cw}" if cw else "none (no re-weighting or resampling); the split is stratified and the threshold is chosen on validation data")
 
-# %% ../nbs/05_reports.ipynb #c015
+def fmt_num(v, digits: int = 4) -> str:
+    "A number for a table, or '–' when undefined."
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+def delong_table(comps: dict) -> pd.DataFrame:
+    "DeLong's test of the AUC difference against each comparator."
+    rows = {}
+    for name, c in comps.items():
+        d = c.get("delong") or {}
+        rows[name] = {"AUC this model": fmt_num(d.get("auc_a")), "AUC comparator": fmt_num(d.get("auc_b")),
+                      "difference (95% CI)": "–" if d.get("ci_lo") is None else f"{d['difference']:+.4f} ({d['ci_lo']:+.4f} to {d['ci_hi']:+.4f})",
+                      "DeLong p": "–" if d.get("p_value") is None else f"{d['p_value']:.2g}", "note": d.get("reason", "")}
+    return pd.DataFrame(rows).T
+
+# %% ../nbs/05_reports.ipynb #c024
+SECTION_NAMES = ["Identity and provenance", "Intended use", "Data", "Validation design", "Model specification", "Discrimination",
+                 "Threshold metrics", "Calibration", "Clinical utility", "Regression metrics", "Baseline comparison", "Subgroups",
+                 "Explanations", "Failure analysis", "Limitations and improvement plan", "Compliance matrix", "Reproducibility"]
+SECTION_ANCHORS = {n: f"{i}.-{n.replace(' ', '-')}" for i, n in enumerate(SECTION_NAMES, 1)}
+
+def report_facts(record: dict, ev, project: dict, ds) -> dict:
+    "The numbers a report's limitations and compliance statuses are decided from."
+    from medwb.compliance import approved
+    head = "roc_auc" if ds.task == "classification" else "r2"
+    comps = {}
+    for label, c in (record.get("comparisons") or {}).items():
+        comps["baseline" if "baseline" in label else "reference"] = {"diff": (c.get("differences") or {}).get(head)}
+    sg = record.get("subgroups")
+    small = [] if sg is None or not len(sg) else [f"{r.variable} {r.group} (n={r.n})" for r in sg.itertuples() if r.n < record["evaluation"]["min_subgroup_n"]]
+    return {"task": ds.task, "headline_metric": head, "headline_ci": (record.get("ci") or {}).get(head),
+            "n_eval": int(ev.predictions["record_id"].nunique()), "calibration": record.get("calibration"),
+            "comparisons": comps, "small_subgroups": small, "no_subgroups": sg is None and "subgroups" in record.get("unavailable", {}),
+            "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
+            "explained": "explanations" in record}
+
+# %% ../nbs/05_reports.ipynb #c026
 def provenance_table(prov: dict) -> pd.DataFrame:
     "Identity and provenance of a version as a two-column table."
     inp = prov.get("inputs", {})
@@ -202,7 +354,7 @@ def model_table(pipeline) -> pd.DataFrame:
     p = {k: v for k, v in sorted(est.get_params(deep=False).items())}
     return pd.DataFrame({"value": [type(est).__name__, *map(str, p.values())]}, index=["estimator", *p])
 
-# %% ../nbs/05_reports.ipynb #c017
+# %% ../nbs/05_reports.ipynb #c028
 FAILED_DIR, STAGING_DIR, FAILED_JSON = "_failed", ".staging", "failed.json"
 
 def version_dir(reports_dir: Path | str, dataset: str, model: str, version_id: str) -> Path:
@@ -240,15 +392,23 @@ def latest_version(reports_dir: Path | str, dataset: str, model: str, seed: int 
             return v["version_id"]
     return None
 
-# %% ../nbs/05_reports.ipynb #c019
+# %% ../nbs/05_reports.ipynb #c030
 def _fmt(v) -> str:
     if v is None: return "–"
     if isinstance(v, float): return f"{v:.4f}"
     return html.escape(str(v))
 
+def headline_text(h: dict | None) -> str:
+    "'roc_auc 0.988 (0.962–1.000), accuracy 0.965, ...' from a manifest's headline."
+    h, out = h or {}, []
+    for k, x in h.items():
+        if k.endswith(("_lo", "_hi")) or not isinstance(x, (int, float)): continue
+        ci = f" ({h[k + '_lo']:.3f}–{h[k + '_hi']:.3f})" if isinstance(h.get(k + "_lo"), float) else ""
+        out.append(f"{k} {x:.3f}{ci}")
+    return ", ".join(out)
+
 def _headline(v: dict) -> str:
-    m = v.get("headline") or {}
-    return ", ".join(f"{k} {_fmt(x)}" for k, x in m.items()) or html.escape(str(v.get("error", ""))[:160])
+    return html.escape(headline_text(v.get("headline"))) or html.escape(str(v.get("error", ""))[:160])
 
 def write_index(reports_dir: Path | str) -> Path:
     "Write reports/index.html from the versions and failed records on disk; return its path."

@@ -13,7 +13,7 @@ from conftest import medwb, write_settings
 from medwb.core import file_hashes
 from medwb.reports import assert_offline
 
-SMALL = {"datasets": "breast_cancer, diabetes", "models": "dummy, linear", "seeds": "0", "jobs": "2", "executor": "process"}
+SMALL = {"datasets": "breast_cancer, diabetes", "models": "dummy, linear", "seeds": "0", "jobs": "2", "executor": "process", "n_boot": "200"}
 
 
 def published(reports: Path) -> dict[str, dict]:

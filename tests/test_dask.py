@@ -20,7 +20,7 @@ def cluster():
 
 def test_matrix_runs_on_a_dask_cluster(cluster, tmp_path):
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer, diabetes",
-                                  "models": "dummy", "seeds": "0, 1"})
+                                  "models": "dummy", "seeds": "0, 1", "n_boot": "200"})
     settings = load_settings(s, executor="dask", scheduler=cluster.scheduler_address)
     res = run_matrix(settings, progress=None)
     assert sorted(r["status"] for r in res) == ["ok"] * 4
@@ -32,7 +32,7 @@ def test_matrix_runs_on_a_dask_cluster(cluster, tmp_path):
 
 
 def test_dask_results_equal_process_pool_results(cluster, tmp_path):
-    a = write_settings(tmp_path, {"reports_dir": str(tmp_path / "a"), "datasets": "breast_cancer", "models": "linear"})
+    a = write_settings(tmp_path, {"reports_dir": str(tmp_path / "a"), "datasets": "breast_cancer", "models": "linear", "n_boot": "200"})
     run_matrix(load_settings(a, executor="dask", scheduler=cluster.scheduler_address), progress=None)
     run_matrix(load_settings(a, reports_dir=str(tmp_path / "b"), executor="process", jobs=1), progress=None)
     ma = json.loads(next((tmp_path / "a").glob("*/*/*/metrics.json")).read_text())
