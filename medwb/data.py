@@ -119,6 +119,7 @@ def breast_cancer() -> Dataset:
             "sites": "one (University of Wisconsin Hospitals, Madison)",
             "collected": "1993–1995",
             "subgroups": "none recorded (no age, sex or site columns)",
+            "reference_standard": "diagnosis (malignant / benign) as recorded in the source dataset; how it was established is described by Street, Wolberg & Mangasarian (1993)",
             "consent_basis": "public de-identified research dataset"}
     return Dataset("breast_cancer", f, "malignant", "classification", card, positive_class="malignant",
                    id_column="record_id", units=units)
@@ -139,6 +140,7 @@ def diabetes() -> Dataset:
             "target_coding": "continuous score (25–346)",
             "sites": "not recorded", "collected": "not recorded",
             "subgroups": "age and sex recorded",
+            "reference_standard": "quantitative disease-progression score one year after baseline, as recorded by Efron et al. (2004)",
             "consent_basis": "public de-identified research dataset"}
     return Dataset("diabetes", f, "progression", "regression", card, id_column="record_id", units=units)
 

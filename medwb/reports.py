@@ -18,11 +18,12 @@ from .core import MANIFEST, MedwbError, atomic_write_text, read_json, sha256_fil
 
 # %% auto #0
 __all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'HEADLINE', 'SECTION_NAMES', 'SECTION_ANCHORS',
-           'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'assert_offline', 'html_page', 'notebook_to_html', 'section',
-           'require', 'explanations', 'ci_table', 'comparison_table', 'confusion_table', 'save_artifacts',
-           'write_metrics', 'save_figure', 'classification_figures', 'regression_figures', 'parts_table',
-           'report_heading', 'target_statement', 'design_statement', 'threshold_statement', 'imbalance_statement',
-           'fmt_num', 'delong_table', 'report_facts', 'provenance_table', 'card_table', 'model_table', 'version_dir',
+           'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'assert_offline', 'html_page', 'notebook_to_html',
+           'NotApplicable', 'section', 'require', 'applies', 'explanations', 'ci_table', 'comparison_table',
+           'confusion_table', 'save_artifacts', 'write_metrics', 'save_figure', 'classification_figures',
+           'regression_figures', 'parts_table', 'report_heading', 'target_statement', 'design_statement',
+           'threshold_statement', 'sample_size_statement', 'change_log_table', 'imbalance_statement', 'fmt_num',
+           'delong_table', 'report_facts', 'provenance_table', 'card_table', 'model_table', 'version_dir',
            'list_versions', 'find_version', 'latest_version', 'headline_text', 'write_index']
 
 # %% ../nbs/05_reports.ipynb #c004
@@ -72,12 +73,18 @@ def notebook_to_html(nb_path: Path | str, title: str) -> str:
 # %% ../nbs/05_reports.ipynb #c007
 from contextlib import contextmanager
 
+class NotApplicable(MedwbError):
+    "A section that does not apply to this model or dataset (e.g. calibration for a regression model)."
+
 @contextmanager
 def section(name: str, record: dict):
-    "Run a report section; on a data problem, show and record why it could not be computed."
+    "Run a report section; show and record why it does not apply, or why it could not be computed."
     from IPython.display import HTML, display
     try:
         yield
+    except NotApplicable as e:
+        record.setdefault("not_applicable", {})[name] = str(e)
+        display(HTML(f'<div class="banner info">Not applicable: {html.escape(str(e))}</div>'))
     except (MedwbError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as e:
         reason = f"{type(e).__name__}: {e}" if not isinstance(e, MedwbError) else str(e)
         record.setdefault("unavailable", {})[name] = reason
@@ -86,6 +93,10 @@ def section(name: str, record: dict):
 def require(condition: bool, reason: str):
     "Raise a MedwbError with `reason` unless `condition` (inside `section`, it becomes the section's note)."
     if not condition: raise MedwbError(reason)
+
+def applies(condition: bool, reason: str):
+    "Raise NotApplicable with `reason` unless `condition`."
+    if not condition: raise NotApplicable(reason)
 
 # %% ../nbs/05_reports.ipynb #c010
 def explanations(ev, ds, seed: int = 0, max_rows: int = 100, lime_samples: int = 1000) -> dict:
@@ -138,6 +149,19 @@ def explanations(ev, ds, seed: int = 0, max_rows: int = 100, lime_samples: int =
         agree.append({"patient": name, "record": rid, "Spearman ρ": fmt_num(rho, 3),
                       "top SHAP features": ", ".join(top_s.index[:3]), "top LIME features": ", ".join(lw.abs().sort_values(ascending=False).index[:3])})
     out["agreement"] = pd.DataFrame(agree)
+    # quality check: SHAP values must add up to the model's output on the stated scale (local accuracy)
+    Xe = Xall.loc[explain_ids]
+    model_out = {"probability": lambda: ev.model.predict_proba(Xe)[:, 1], "log-odds": lambda: ev.model.decision_function(Xe),
+                 "prediction": lambda: ev.model.predict(Xe)}[res.output_scale]()
+    e = res.explanation
+    gap = float(np.max(np.abs(np.asarray(e.base_values, dtype=float).reshape(-1) + np.asarray(e.values).sum(1) - model_out)))
+    summary["additivity_max_error"] = gap
+    summary["mean_spearman"] = float(np.mean([a for a in (c and c["spearman"] for c in summary["cases"].values()) if a is not None])) \
+        if any(c and c["spearman"] is not None for c in summary["cases"].values()) else None
+    out["quality"] = (f"**Quality checks.** Local accuracy: SHAP base value + attributions reproduce the model's output for all "
+                      f"{len(explain_ids)} explained records to within {gap:.1e} (max absolute error). Agreement between the two "
+                      f"methods: mean Spearman ρ = {fmt_num(summary['mean_spearman'], 2)} over the chosen patients (1 = same ranking "
+                      "of features; LIME fits a local linear surrogate, so some disagreement is expected where the model is far from linear).")
     out["summary"] = summary
     bg_note = f"{res.background_size} background rows sampled from the {'training part' if ev.method == 'holdout' else 'training data'}"
     perm = f"; {cost['max_evals']} model evaluations per patient (two antithetic feature permutations)" if kind == "permutation" else ""
@@ -288,6 +312,21 @@ def threshold_statement(ev, ds, policy="youden") -> str:
     per = "; one threshold per fold or round, their median shown" if ev.method != "holdout" else ""
     return f"Output: {what} of *{ds.positive_class}*; decision threshold **{ev.threshold:.3g}** ({how}{per})."
 
+def sample_size_statement(ds, card: dict) -> str:
+    "TRIPOD+AI 10: the plain statement that no sample-size calculation was made, with events per variable."
+    p = card.get("n_features", len(ds.feature_names))
+    if ds.task == "classification":
+        ev_, minority = card.get("n_positive", 0), min(card.get("n_positive", 0), card["n_rows"] - card.get("n_positive", 0))
+        return (f"**Sample size:** no sample-size calculation was made; the size was fixed by the source dataset "
+                f"({card['n_rows']} records, {ev_} events, {p} candidate predictors: {minority / max(p, 1):.1f} events per predictor).")
+    return (f"**Sample size:** no sample-size calculation was made; the size was fixed by the source dataset "
+            f"({card['n_rows']} records, {p} candidate predictors: {card['n_rows'] / max(p, 1):.0f} records per predictor).")
+
+def change_log_table(rec: dict) -> pd.DataFrame:
+    "The project's change log (date, change)."
+    rows = rec.get("change_log") or []
+    return pd.DataFrame(rows or [{"date": "–", "change": "no change log recorded"}])
+
 def imbalance_statement(ev) -> str:
     "How class imbalance is handled, read from the estimator."
     est = ev.model.named_steps["model"] if hasattr(ev.model, "named_steps") else ev.model
@@ -325,7 +364,7 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
     small = [] if sg is None or not len(sg) else [f"{r.variable} {r.group} (n={r.n})" for r in sg.itertuples() if r.n < record["evaluation"]["min_subgroup_n"]]
     return {"task": ds.task, "headline_metric": head, "headline_ci": (record.get("ci") or {}).get(head),
             "n_eval": int(ev.predictions["record_id"].nunique()), "calibration": record.get("calibration"),
-            "comparisons": comps, "small_subgroups": small, "no_subgroups": sg is None and "subgroups" in record.get("unavailable", {}),
+            "comparisons": comps, "small_subgroups": small, "no_subgroups": sg is None and "subgroups" in record.get("not_applicable", {}),
             "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
             "explained": "explanations" in record}
 
@@ -333,18 +372,28 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
 def provenance_table(prov: dict) -> pd.DataFrame:
     "Identity and provenance of a version as a two-column table."
     inp = prov.get("inputs", {})
-    rows = {"version id": prov.get("version_id"), "parent version": prov.get("parent") or "none (first version)",
+    rows = {"model": f"{inp.get('model', '?')} on {inp.get('dataset', '?')}, seed {inp.get('seed', '?')}",
+            "version id": prov.get("version_id"), "parent version": prov.get("parent") or "none (first version)",
             "created (UTC)": prov.get("created"), "git commit": prov.get("git_commit") or "not a git checkout",
             "dataset fingerprint (SHA-256)": inp.get("dataset_fingerprint"), "medwb version": inp.get("medwb_version"),
             "medwb code (SHA-256)": inp.get("code"), "report template (SHA-256)": inp.get("template"),
             "environment (SHA-256 of installed packages)": inp.get("environment"),
+            "key packages": _key_packages(), "software licence": "medwb: Apache-2.0; data licence in section 3",
             "command that produced it": prov.get("command"), "command that reproduces it": prov.get("reproduce")}
     return pd.DataFrame({"value": [str(v) if v is not None else "–" for v in rows.values()]}, index=list(rows))
+
+def _key_packages() -> str:
+    from importlib import metadata
+    out = []
+    for p in ("scikit-learn", "numpy", "pandas", "torch", "shap", "lime", "papermill"):
+        try: out.append(f"{p} {metadata.version(p)}")
+        except metadata.PackageNotFoundError: pass
+    return ", ".join(out)
 
 def card_table(card: dict) -> pd.DataFrame:
     "The descriptive fields of a dataset card (the column dictionary is shown separately)."
     keys = ["title", "source", "licence", "description", "sites", "collected", "consent_basis", "task", "target",
-            "target_coding", "positive_class", "n_rows", "n_features", "n_positive", "prevalence",
+            "target_coding", "reference_standard", "positive_class", "n_rows", "n_features", "n_positive", "prevalence",
             "target_mean", "target_sd", "subgroups", "fingerprint"]
     return pd.DataFrame({"value": [str(card[k]) for k in keys if k in card]}, index=[k for k in keys if k in card])
 

@@ -8,21 +8,23 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 snapshot() { find medwb nbs -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 sha256sum; }
 
+# run a command that must change nothing under medwb/ and nbs/; otherwise name the files it changed and fail
+unchanged_by() {
+  local what="$1"; shift
+  local before after
+  before=$(snapshot); "$@"; after=$(snapshot)
+  if [ "$before" != "$after" ]; then
+    echo "FAIL: $* changed these files ($what; they are now updated: review and commit):" >&2
+    diff <(echo "$before") <(echo "$after") | grep '^[<>]' | awk '{print "  " $3}' | sort -u >&2
+    exit 1
+  fi
+}
+
 echo "== 1/4 medwb/ in sync with nbs/ (nbdev-export changes nothing)"
-before=$(snapshot); nbdev-export; after=$(snapshot)
-if [ "$before" != "$after" ]; then
-  echo "FAIL: nbdev-export changed these files: medwb/ was out of sync with nbs/ (they are now updated; review and commit):" >&2
-  diff <(echo "$before") <(echo "$after") | grep '^[<>]' | awk '{print "  " $3}' | sort -u >&2
-  exit 1
-fi
+unchanged_by "medwb/ was out of sync with nbs/" nbdev-export
 
 echo "== 2/4 notebooks clean (nbdev-clean changes nothing)"
-before=$(snapshot); nbdev-clean; after=$(snapshot)
-if [ "$before" != "$after" ]; then
-  echo "FAIL: nbdev-clean changed these notebooks (outputs or metadata were committed; now cleaned, review and commit):" >&2
-  diff <(echo "$before") <(echo "$after") | grep '^[<>]' | awk '{print "  " $3}' | sort -u >&2
-  exit 1
-fi
+unchanged_by "outputs or metadata were committed in notebooks" nbdev-clean
 
 echo "== 3/4 nbdev-test: execute every stage notebook"
 nbdev-test --n-workers 2 --timing

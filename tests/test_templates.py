@@ -44,8 +44,9 @@ def test_template_runs_with_small_parameters(tmp_path, dataset, model, evaluatio
     assert m["ci"][key]["lo"] <= m["ci"][key]["estimate"] <= m["ci"][key]["hi"]
     assert "explanations" in m and m["explanations"]["top_features"], m.get("unavailable")
     assert len(m["limitations"]) >= 3 and len(m["compliance"]) >= 15
-    expected_na = {"discrimination", "threshold metrics", "calibration", "clinical utility"} if key == "r2" else {"regression metrics"}
-    assert set(m.get("unavailable", {})) - {"subgroups"} == expected_na, m.get("unavailable")
+    expected_na = {"discrimination", "threshold metrics", "calibration", "clinical utility"} if key == "r2" else {"regression metrics", "subgroups"}
+    assert set(m.get("not_applicable", {})) == expected_na, m.get("not_applicable")
+    assert not m.get("unavailable"), m.get("unavailable")
     assert {p.name for p in (out / "figures").iterdir()}
     json.loads((out / "metrics.json").read_text())
 
