@@ -12,7 +12,8 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
 
 from .core import MedwbError
-from .uncertainty import confidence_intervals, delong_test, paired_differences
+from .uncertainty import (bootstrap_classification, bootstrap_regression, bootstrap_weights, confidence_intervals,
+                               delong_test)
 
 # %% auto #0
 __all__ = ['THRESHOLD_FREE', 'AGE_BANDS', 'SUBGROUP_METRICS', 'intervals', 'paired', 'calibration_slope', 'calibration_intercept',
@@ -23,30 +24,66 @@ __all__ = ['THRESHOLD_FREE', 'AGE_BANDS', 'SUBGROUP_METRICS', 'intervals', 'pair
 # %% ../nbs/04c_clinical.ipynb #c004
 THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
 
-def _shifted(s, thr):
+def _resample_counts(y, task, groups, n_boot, seed):
+    "Row resample counts: by row, or by record (all rows of a drawn record) when `groups` repeat."
+    strat = task == "classification"
+    if groups is None or len(pd.unique(np.asarray(groups))) == len(groups):
+        return bootstrap_weights(y, n_boot, seed, stratified=strat)
+    codes, first, inv = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    return bootstrap_weights(np.asarray(y)[first], n_boot, seed, stratified=strat)[:, inv]
+
+def _boot_all(y, s, thr, task, W) -> dict[str, np.ndarray]:
+    "Every metric in every resample `W`, with one threshold per row where `thr` is an array."
+    if task != "classification": return bootstrap_regression(y, s, weights=W)
     thr = np.asarray(thr, dtype=float)
-    return (np.asarray(s, dtype=float), 0.5) if thr.ndim == 0 else (np.asarray(s, dtype=float) - thr + 0.5, None)
-
-def intervals(y, score, task: str, threshold=0.5, n_boot: int = 1000, seed: int = 0) -> dict:
-    "`confidence_intervals` where `threshold` may hold one threshold per row."
-    if task != "classification": return confidence_intervals(y, score, task, n_boot=n_boot, seed=seed)
-    s2, single = _shifted(score, threshold)
-    if single is not None: return confidence_intervals(y, score, task, threshold=float(threshold), n_boot=n_boot, seed=seed)
-    out = confidence_intervals(y, s2, task, threshold=0.5, n_boot=n_boot, seed=seed)
-    raw = confidence_intervals(y, score, task, threshold=0.5, n_boot=n_boot, seed=seed)
+    if thr.ndim == 0: return bootstrap_classification(y, s, float(thr), weights=W)
+    out = bootstrap_classification(y, np.asarray(s, float) - thr + 0.5, 0.5, weights=W)
+    raw = bootstrap_classification(y, s, 0.5, weights=W)
     return {**out, **{k: raw[k] for k in THRESHOLD_FREE}}
 
-def paired(y, a, b, task: str, thr_a=0.5, thr_b=0.5, n_boot: int = 1000, seed: int = 0) -> dict:
-    "`paired_differences` where the thresholds may be one per row."
-    if task != "classification": return paired_differences(y, a, b, task, n_boot=n_boot, seed=seed)
-    a2, sa = _shifted(a, thr_a); b2, sb = _shifted(b, thr_b)
-    if sa is not None and sb is not None:
-        return paired_differences(y, a, b, task, threshold_a=float(thr_a), threshold_b=float(thr_b), n_boot=n_boot, seed=seed)
-    a2 = a2 if sa is None else np.asarray(a, float) - float(thr_a) + 0.5
-    b2 = b2 if sb is None else np.asarray(b, float) - float(thr_b) + 0.5
-    out = paired_differences(y, a2, b2, task, threshold_a=0.5, threshold_b=0.5, n_boot=n_boot, seed=seed)
-    raw = paired_differences(y, a, b, task, n_boot=n_boot, seed=seed)
-    return {**out, **{k: raw[k] for k in THRESHOLD_FREE}}
+def _pct(v, alpha=0.05):
+    ok = ~np.isnan(v)
+    if not ok.any(): return None, None
+    lo, hi = np.nanpercentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+def intervals(y, score, task: str, threshold=0.5, n_boot: int = 1000, seed: int = 0, groups=None) -> dict:
+    "`confidence_intervals` where `threshold` may hold one threshold per row and `groups` (record ids) may repeat."
+    y, s = np.asarray(y), np.asarray(score, dtype=float)
+    thr = np.asarray(threshold if task == "classification" else 0.5, dtype=float)
+    base = confidence_intervals(y, s if thr.ndim == 0 else s - thr + 0.5, task,
+                                threshold=float(thr) if thr.ndim == 0 else 0.5, n_boot=n_boot, seed=seed)
+    if task == "classification" and thr.ndim:
+        raw = confidence_intervals(y, s, task, threshold=0.5, n_boot=n_boot, seed=seed)
+        base.update({k: raw[k] for k in THRESHOLD_FREE})
+    if groups is not None and len(pd.unique(np.asarray(groups))) < len(y):
+        boot = _boot_all(y, s, thr, task, _resample_counts(y, task, groups, n_boot, seed))
+        for k, c in base.items():
+            if c.get("estimate") is not None:
+                c["lo"], c["hi"] = _pct(boot[k]); c["n_valid"] = int((~np.isnan(boot[k])).sum()); c["resampled"] = "records"
+    return base
+
+def paired(y, a, b, task: str, thr_a=0.5, thr_b=0.5, n_boot: int = 1000, seed: int = 0, groups=None) -> dict:
+    "Paired bootstrap differences (a − b) of every metric on the same resamples (rows, or records when `groups` repeat)."
+    y = np.asarray(y)
+    ta, tb = (np.asarray(t if task == "classification" else 0.5, dtype=float) for t in (thr_a, thr_b))
+    W = _resample_counts(y, task, groups, n_boot, seed)
+    A, B = _boot_all(y, a, ta, task, W), _boot_all(y, b, tb, task, W)
+    out = {}
+    for k in A:
+        d = A[k] - B[k]
+        lo, hi = _pct(d)
+        est_a, est_b = _point(y, a, ta, task, k), _point(y, b, tb, task, k)
+        diff = None if est_a is None or est_b is None else est_a - est_b
+        out[k] = {"difference": diff, "lo": lo if diff is not None else None, "hi": hi if diff is not None else None,
+                  "n_valid": int((~np.isnan(d)).sum())}
+        if diff is None: out[k]["reason"] = f"{k} is undefined for one of the models"
+    return out
+
+def _point(y, s, thr, task, k):
+    from medwb.evaluate import classification_metrics, regression_metrics
+    m = classification_metrics(y, s, thr) if task == "classification" else regression_metrics(y, s)
+    return m.get(k)
 
 # %% ../nbs/04c_clinical.ipynb #c007
 _EPS = 1e-6
@@ -153,9 +190,11 @@ def compare(pred: pd.DataFrame, other: pd.DataFrame, task: str, n_boot: int = 10
     a, b = align(pred, other)
     y = a["y_true"].to_numpy()
     if task == "classification":
-        diffs = paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, a["threshold"].to_numpy(), b["threshold"].to_numpy(), n_boot, seed)
+        diffs = paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, a["threshold"].to_numpy(), b["threshold"].to_numpy(),
+                       n_boot, seed, groups=a["record_id"].to_numpy())
         return {"differences": diffs, "delong": delong_test(y, a["score"].to_numpy(), b["score"].to_numpy())}
-    return {"differences": paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, n_boot=n_boot, seed=seed)}
+    return {"differences": paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, n_boot=n_boot, seed=seed,
+                                  groups=a["record_id"].to_numpy())}
 
 # %% ../nbs/04c_clinical.ipynb #c018
 AGE_BANDS = [0, 40, 60, 200]
@@ -187,7 +226,8 @@ def subgroup_table(ds, pred: pd.DataFrame, min_n: int = 30, n_boot: int = 1000, 
             r = {"variable": var, "group": grp, "n": n_rec}
             if ds.task == "classification": r["events"] = int(m.drop_duplicates("record_id")["y_true"].sum())
             thr = m["threshold"].to_numpy() if ds.task == "classification" else 0.5
-            ci = intervals(m["y_true"].to_numpy(), m["score"].to_numpy(), ds.task, thr, n_boot=n_boot, seed=seed)
+            ci = intervals(m["y_true"].to_numpy(), m["score"].to_numpy(), ds.task, thr, n_boot=n_boot, seed=seed,
+                           groups=m["record_id"].to_numpy())
             notes = []
             for k in SUBGROUP_METRICS[ds.task]:
                 c = ci[k]

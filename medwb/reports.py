@@ -448,11 +448,11 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 def headline_text(h: dict | None) -> str:
-    "'roc_auc 0.988 (0.962–1.000), accuracy 0.965, ...' from a manifest's headline."
+    "'roc_auc 0.988 [0.962, 1.000], accuracy 0.965, ...' from a manifest's headline (95% CI in brackets)."
     h, out = h or {}, []
     for k, x in h.items():
         if k.endswith(("_lo", "_hi")) or not isinstance(x, (int, float)): continue
-        ci = f" ({h[k + '_lo']:.3f}–{h[k + '_hi']:.3f})" if isinstance(h.get(k + "_lo"), float) else ""
+        ci = f" [{h[k + '_lo']:.3f}, {h[k + '_hi']:.3f}]" if isinstance(h.get(k + "_lo"), float) else ""
         out.append(f"{k} {x:.3f}{ci}")
     return ", ".join(out)
 
