@@ -192,6 +192,8 @@ def compare(pred: pd.DataFrame, other: pd.DataFrame, task: str, n_boot: int = 10
     if task == "classification":
         diffs = paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, a["threshold"].to_numpy(), b["threshold"].to_numpy(),
                        n_boot, seed, groups=a["record_id"].to_numpy())
+        if not all(((x["score"] >= 0) & (x["score"] <= 1)).all() for x in (a, b)):   # decision scores: no Brier score
+            diffs["brier"] = {"difference": None, "lo": None, "hi": None, "n_valid": 0, "reason": "a model gives no probabilities"}
         return {"differences": diffs, "delong": delong_test(y, a["score"].to_numpy(), b["score"].to_numpy())}
     return {"differences": paired(y, a["score"].to_numpy(), b["score"].to_numpy(), task, n_boot=n_boot, seed=seed,
                                   groups=a["record_id"].to_numpy())}

@@ -86,6 +86,9 @@ def test_a_model_without_predict_proba(bc):
     assert set(rec["unavailable"]) == {"calibration", "clinical utility", "explanations"}
     assert "no probabilities" in rec["unavailable"]["calibration"]
     assert rec["ci"]["sensitivity"]["estimate"] is not None
+    cmp = C.compare(ev.predictions, evaluate_model(bc, "dummy", seed=0).predictions, "classification", n_boot=200)
+    assert cmp["differences"]["brier"]["difference"] is None and cmp["differences"]["roc_auc"]["lo"] > 0.3
+    assert cmp["delong"]["p_value"] < 1e-3        # rank-based: decision scores are fine
 
 
 def test_a_test_split_with_one_class(bc):
