@@ -207,7 +207,10 @@ def subgroup_columns(ds) -> dict[str, pd.Series]:
     found = {}
     lower = {str(c).lower(): c for c in f.columns if c != ds.target}
     for key in ("sex", "gender"):
-        if key in lower: found["sex"] = f[lower[key]].astype(str).radd(f"{key}=").to_numpy(); break
+        if key in lower:
+            col = f[lower[key]]
+            vals = col.map(lambda v: f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v))
+            found["sex"] = vals.radd(f"{key}=").to_numpy(); break
     if "age" in lower and pd.api.types.is_numeric_dtype(f[lower["age"]]):
         found["age band"] = pd.cut(f[lower["age"]], AGE_BANDS, right=False, labels=["<40", "40–59", "≥60"]).astype(str).to_numpy()
     for key in ("site", "centre", "center", "hospital"):

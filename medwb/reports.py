@@ -344,7 +344,8 @@ def delong_table(comps: dict) -> pd.DataFrame:
         d = c.get("delong") or {}
         rows[name] = {"AUC this model": fmt_num(d.get("auc_a")), "AUC comparator": fmt_num(d.get("auc_b")),
                       "difference (95% CI)": "–" if d.get("ci_lo") is None else f"{d['difference']:+.4f} ({d['ci_lo']:+.4f} to {d['ci_hi']:+.4f})",
-                      "DeLong p": "–" if d.get("p_value") is None else f"{d['p_value']:.2g}", "note": d.get("reason", "")}
+                      "DeLong p": "–" if d.get("p_value") is None else ("< 1e-16" if d["p_value"] < 1e-16 else f"{d['p_value']:.2g}"),
+                      "note": d.get("reason", "")}
     return pd.DataFrame(rows).T
 
 # %% ../nbs/05_reports.ipynb #c024
