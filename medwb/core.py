@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'EVALUATIONS', 'MANIFEST', 'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'load_settings',
-           'seed_everything', 'sha256_bytes', 'sha256_file', 'canonical_json', 'hash_json', 'installed_packages',
-           'environment_fingerprint', 'code_fingerprint', 'git_commit', 'atomic_write_text', 'write_json',
-           'publish_dir', 'file_hashes', 'write_manifest', 'read_json', 'verify_manifest']
+__all__ = ['EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'MANIFEST', 'MedwbError', 'SettingsError', 'Settings', 'find_settings',
+           'load_settings', 'seed_everything', 'sha256_bytes', 'sha256_file', 'canonical_json', 'hash_json',
+           'installed_packages', 'environment_fingerprint', 'code_fingerprint', 'git_commit', 'atomic_write_text',
+           'write_json', 'publish_dir', 'file_hashes', 'write_manifest', 'read_json', 'verify_manifest']
 
 # %% ../nbs/00_core.ipynb #c004
 class MedwbError(Exception):
@@ -36,6 +36,7 @@ class SettingsError(MedwbError):
 # %% ../nbs/00_core.ipynb #c006
 EXECUTORS = ("process", "sequential", "dask")
 EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
+IMPUTATIONS = ("mean", "median", "most_frequent", "knn", "iterative", "drop")   # medwb.features.IMPUTERS
 _REQUIRED = ("data_dir", "reports_dir", "datasets", "models", "seeds", "evaluation", "jobs", "executor")
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Settings:
     threshold: Any = "youden"         # 'youden' (chosen on validation data) or a fixed probability
     n_boot: int = 1000                # bootstrap resamples for confidence intervals
     min_subgroup_n: int = 30          # subgroups smaller than this are flagged
+    imputation: str = "median"        # missing data: mean | median | most_frequent | knn | iterative | drop
     project: Path | None = None       # project record (clause 4.1): intended use, ethics approval
     jobs: int = 0                     # parallel jobs; 0 = one per core
     executor: str = "process"         # process | sequential | dask
@@ -133,6 +135,9 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
         if not 0 < threshold < 1:
             raise SettingsError(f"settings.ini [medwb] threshold = {raw.get('threshold')!r}: use youden or a probability in (0, 1)")
     if jobs < 0: raise SettingsError(f"settings.ini [medwb] jobs = {jobs}: must be >= 0")
+    imputation = str(raw.get("imputation", "median")).strip()
+    if imputation not in IMPUTATIONS:
+        raise SettingsError(f"settings.ini [medwb] imputation = {imputation!r}; choose one of {', '.join(IMPUTATIONS)}")
     if folds < 2: raise SettingsError(f"settings.ini [medwb] folds = {folds}: need at least 2 folds")
     scheduler = str(raw.get("scheduler") or "").strip() or None
     if executor == "dask" and not scheduler:
@@ -151,6 +156,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     templates_dir=(root / str(raw.get("templates_dir") or "nbs/reports").strip()).resolve(),
                     datasets=lst("datasets"), models=lst("models"), seeds=seeds, evaluation=evaluation,
                     folds=folds, repeats=repeats, rounds=rounds, threshold=threshold, n_boot=n_boot, min_subgroup_n=min_n,
+                    imputation=imputation,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler,
                     model_params=model_params, dataset_specs=dataset_specs)

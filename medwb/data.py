@@ -33,6 +33,8 @@ class Dataset:
     id_column: str | None = None               # record id, used to prove no record is in two splits
     group_column: str | None = None            # patient id: all rows of a patient stay in one split
     units: dict = field(default_factory=dict)  # column → unit, for tables and explanations
+    exclude: list = field(default_factory=list)  # other columns that are not features (dates, source system, units)
+    lifecycle: dict | None = field(default=None, repr=False, compare=False)  # ingestion, QC and cleaning records, when there are any
 
     def __post_init__(self):
         if self.task not in TASKS: raise MedwbError(f"dataset {self.name!r}: task {self.task!r} is not one of {TASKS}")
@@ -40,7 +42,7 @@ class Dataset:
             raise MedwbError(f"dataset {self.name!r} has no target column {self.target!r} "
                              f"(columns: {', '.join(map(str, self.frame.columns[:20]))})")
         if len(self.frame) == 0: raise MedwbError(f"dataset {self.name!r} is empty")
-        for c in (self.id_column, self.group_column):
+        for c in (self.id_column, self.group_column, *self.exclude):
             if c and c not in self.frame.columns: raise MedwbError(f"dataset {self.name!r} has no column {c!r}")
         y = self.frame[self.target]
         if y.isna().any(): raise MedwbError(f"dataset {self.name!r}: target {self.target!r} has {int(y.isna().sum())} missing values")
@@ -54,7 +56,7 @@ class Dataset:
     @property
     def feature_names(self) -> list[str]:
         "Every column that is not the target, the id or the group column."
-        skip = {self.target, self.id_column, self.group_column}
+        skip = {self.target, self.id_column, self.group_column, *self.exclude}
         return [c for c in self.frame.columns if c not in skip]
 
     @property
@@ -77,11 +79,14 @@ class Dataset:
 def dataset_card(ds: Dataset) -> dict:
     "The dataset's card completed with counts, column dictionary, prevalence and fingerprint."
     f, y = ds.frame, ds.y
-    roles = {ds.target: "target", ds.id_column: "id", ds.group_column: "patient"}
-    cols = [{"name": str(c), "dtype": str(f[c].dtype), "unit": ds.units.get(c, ""),
-             "role": roles.get(c, "feature"), "missing": int(f[c].isna().sum())} for c in f.columns]
+    roles = {**{c: "meta" for c in ds.exclude}, **ds.card.get("column_roles", {}),
+             ds.target: "target", ds.id_column: "id", ds.group_column: "patient"}
+    about = ds.card.get("column_descriptions", {})
+    cols = [{"name": str(c), "dtype": str(f[c].dtype), "unit": ds.units.get(c, ""), "role": roles.get(c, "feature"),
+             "missing": int(f[c].isna().sum()), **({"description": about.get(c, "")} if about else {})} for c in f.columns]
     card = {"name": ds.name, "task": ds.task, "target": ds.target, "n_rows": int(len(f)),
-            "n_features": len(ds.feature_names), "fingerprint": ds.fingerprint, "columns": cols, **ds.card}
+            "n_features": len(ds.feature_names), "fingerprint": ds.fingerprint, "columns": cols,
+            **{k: v for k, v in ds.card.items() if k not in ("column_roles", "column_descriptions")}}
     if ds.task == "classification":
         card.update(positive_class=ds.positive_class, n_positive=int((y == 1).sum()),
                     prevalence=float((y == 1).mean()))
@@ -177,6 +182,7 @@ def load_csv_dataset(name: str, path: Path | str, target: str, task: str = "clas
 # %% ../nbs/01_data.ipynb #c011
 def load_dataset(name: str, settings=None) -> Dataset:
     "Load a registered dataset or one declared in `settings` ([dataset.NAME] sections)."
+    import medwb.clinic   # registers the `clinic` demonstration dataset (it needs the QC and cleaning stages)
     if name in DATASETS: return DATASETS[name]()
     specs = getattr(settings, "dataset_specs", {}) or {}
     if name in specs:

@@ -16,7 +16,7 @@ from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
 from .core import MedwbError, seed_everything
 from .data import Dataset
-from .features import build_pipeline, check_no_leakage, kfold_splits, split_dataset, split_table, validation_split
+from .features import build_pipeline, check_no_leakage, complete_cases, kfold_splits, split_dataset, split_table, validation_split
 from .models import make_model
 
 # %% auto #0
@@ -92,6 +92,8 @@ class Evaluation:
     leakage: dict = field(default_factory=dict)
     validation: pd.DataFrame | None = None   # validation predictions used to choose thresholds
     score_kind: str = "probability"          # probability | decision (no predict_proba) | prediction (regression)
+    imputation: str = "median"               # missing-data strategy (medwb.features.IMPUTERS)
+    dropped_incomplete: int = 0              # records removed before the split (imputation = drop)
 
 def score_kind(model, task: str) -> str:
     "'probability' (predict_proba), 'decision' (decision_function only) or 'prediction' (regression)."
@@ -134,10 +136,10 @@ def _resampling_folds(ds: Dataset, method: str, seed: int, folds: int, repeats: 
         return out
     raise MedwbError(f"unknown evaluation method {method!r}; choose one of {', '.join(METHODS)}")
 
-def _fit_part(ds, est, tr, te, seed, policy, X, y):
+def _fit_part(ds, est, tr, te, seed, policy, X, y, imputation="median"):
     "Fit on `tr` minus a validation slice; choose the threshold there; score `te`."
     fit, val = validation_split(ds, tr, seed)
-    pipe = build_pipeline(X, clone(est)).fit(X.iloc[fit], y[fit])
+    pipe = build_pipeline(X, clone(est), imputation, seed).fit(X.iloc[fit], y[fit])
     s_val = _score(pipe, X.iloc[val], ds.task)
     thr = choose_threshold(y[val], s_val, policy) if ds.task == "classification" else None
     return pipe, thr, s_val, val, fit, _score(pipe, X.iloc[te], ds.task)
@@ -145,10 +147,13 @@ def _fit_part(ds, est, tr, te, seed, policy, X, y):
 # %% ../nbs/04_evaluate.ipynb #c012
 def evaluate_model(ds: Dataset, model: str, seed: int = 0, params: dict | None = None,
                    method: str = "holdout", folds: int = 5, repeats: int = 3, rounds: int = 20,
-                   threshold: str | float = "youden") -> Evaluation:
+                   threshold: str | float = "youden",
+                   imputation: str = "median") -> Evaluation:   # missing data: one of medwb.features.IMPUTERS
     "Fit model family `model` (a registered name, or an unfitted estimator) on `ds` and evaluate it with one of METHODS."
     seed_everything(seed)
     if method not in METHODS: raise MedwbError(f"unknown evaluation method {method!r}; choose one of {', '.join(METHODS)}")
+    dropped = 0
+    if imputation == "drop": ds, dropped = complete_cases(ds)
     est = make_model(model, ds.task, seed, params) if isinstance(model, str) else clone(model)
     kind = score_kind(est, ds.task)
     X, y, ids = ds.X, ds.y, ds.ids
@@ -158,7 +163,7 @@ def evaluate_model(ds: Dataset, model: str, seed: int = 0, params: dict | None =
                                   "threshold": thr if thr is not None else np.nan}))
     if method == "holdout":
         sp = split_dataset(ds, seed)
-        pipe = build_pipeline(X, clone(est)).fit(X.iloc[sp.train], y[sp.train])
+        pipe = build_pipeline(X, clone(est), imputation, seed).fit(X.iloc[sp.train], y[sp.train])
         s_val = _score(pipe, X.iloc[sp.val], ds.task)
         thr = choose_threshold(y[sp.val], s_val, threshold) if ds.task == "classification" else None
         keep("val", sp.val, s_val, thr, vrows)
@@ -170,20 +175,21 @@ def evaluate_model(ds: Dataset, model: str, seed: int = 0, params: dict | None =
         splits = _resampling_folds(ds, method, seed, folds, repeats, rounds)
         thrs = []
         for name, tr, te in splits:
-            pipe_f, thr, s_val, val, fit, s_te = _fit_part(ds, est, tr, te, seed, threshold, X, y)
+            pipe_f, thr, s_val, val, fit, s_te = _fit_part(ds, est, tr, te, seed, threshold, X, y, imputation)
             keep(name, val, s_val, thr, vrows); keep(name, te, s_te, thr, rows); thrs.append(thr)
             parts[name] = _metrics(ds.task, y[te], s_te, thr, kind)
             leakage.update({f"{name}:{k}": v for k, v in check_no_leakage(ds, {"fit": np.unique(fit), "val": val, "test": te}).items()})
         thr = float(np.median(thrs)) if ds.task == "classification" else None
         flow = split_table(ds, {name: te for name, _, te in splits})
-        pipe = build_pipeline(X, clone(est)).fit(X, y)
+        pipe = build_pipeline(X, clone(est), imputation, seed).fit(X, y)
     pred = pd.concat(rows, ignore_index=True)
     headline = _metrics(ds.task, pred["y_true"].to_numpy(), pred["score"].to_numpy(),
                         pred["threshold"].to_numpy() if ds.task == "classification" else None, kind)
     if method != "holdout" and "error" not in headline:
         fm = pd.DataFrame([v for v in parts.values() if "error" not in v]).astype(float)
         parts = {"mean": _nan_none(fm.mean()), "sd": _nan_none(fm.std(ddof=1)), **parts}
-    return Evaluation(method, ds.task, headline, parts, pred, flow, pipe, thr, leakage, pd.concat(vrows, ignore_index=True), kind)
+    return Evaluation(method, ds.task, headline, parts, pred, flow, pipe, thr, leakage, pd.concat(vrows, ignore_index=True), kind,
+                      imputation, dropped)
 
 def _nan_none(s: pd.Series) -> dict:
     return {k: (None if pd.isna(v) else float(v)) for k, v in s.items()}

@@ -16,12 +16,12 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, Strat
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from .core import MedwbError
+from .core import IMPUTATIONS, MedwbError
 from .data import Dataset
 
 # %% auto #0
-__all__ = ['Split', 'split_dataset', 'check_no_leakage', 'kfold_splits', 'split_table', 'validation_split',
-           'characteristics_table', 'make_preprocessor', 'build_pipeline']
+__all__ = ['IMPUTERS', 'Split', 'split_dataset', 'check_no_leakage', 'kfold_splits', 'split_table', 'validation_split',
+           'characteristics_table', 'make_preprocessor', 'build_pipeline', 'complete_cases']
 
 # %% ../nbs/02_features.ipynb #c004
 @dataclass
@@ -137,17 +137,39 @@ def characteristics_table(ds: Dataset, parts: dict[str, np.ndarray]) -> pd.DataF
     return t
 
 # %% ../nbs/02_features.ipynb #c017
-def make_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
-    "Impute+scale numeric columns, impute+one-hot categorical ones."
+IMPUTERS = IMPUTATIONS   # declared in medwb.core, where settings.ini is validated
+
+def _numeric_steps(imputation: str, seed: int) -> list:
+    if imputation in ("mean", "median", "most_frequent", "drop"):
+        return [("impute", SimpleImputer(strategy="median" if imputation == "drop" else imputation)), ("scale", StandardScaler())]
+    if imputation == "knn":
+        from sklearn.impute import KNNImputer
+        return [("scale", StandardScaler()), ("impute", KNNImputer(n_neighbors=5))]
+    if imputation == "iterative":
+        from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (scikit-learn marks it experimental)
+        from sklearn.impute import IterativeImputer
+        return [("scale", StandardScaler()), ("impute", IterativeImputer(max_iter=10, random_state=seed))]
+    raise MedwbError(f"unknown imputation {imputation!r}; choose one of {', '.join(IMPUTERS)}")
+
+def make_preprocessor(X: pd.DataFrame, imputation: str = "median", seed: int = 0) -> ColumnTransformer:
+    "Impute+scale numeric columns (strategy `imputation`), impute+one-hot categorical ones."
     num = X.select_dtypes(include="number").columns.tolist()
     cat = [c for c in X.columns if c not in num]
     steps = []
-    if num: steps.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), num))
+    if num: steps.append(("num", Pipeline(_numeric_steps(imputation, seed)), num))
     if cat: steps.append(("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
                                            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), cat))
     if not steps: raise MedwbError("no feature columns to preprocess")
     return ColumnTransformer(steps, verbose_feature_names_out=False)
 
-def build_pipeline(X: pd.DataFrame, estimator) -> Pipeline:
+def build_pipeline(X: pd.DataFrame, estimator, imputation: str = "median", seed: int = 0) -> Pipeline:
     "Preprocessing + estimator, fitted together on training rows only."
-    return Pipeline([("prep", make_preprocessor(X)), ("model", estimator)])
+    return Pipeline([("prep", make_preprocessor(X, imputation, seed)), ("model", estimator)])
+
+def complete_cases(ds: Dataset) -> tuple[Dataset, int]:
+    "The dataset without records that miss a feature value (imputation = drop), and how many were dropped."
+    keep = ds.X.notna().all(axis=1).to_numpy()
+    if keep.all(): return ds, 0
+    if keep.sum() == 0: raise MedwbError(f"dataset {ds.name!r}: every record misses a value; imputation = drop leaves nothing")
+    from dataclasses import replace
+    return replace(ds, frame=ds.frame[keep].reset_index(drop=True)), int((~keep).sum())

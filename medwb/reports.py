@@ -17,14 +17,15 @@ import pandas as pd
 from .core import MANIFEST, MedwbError, atomic_write_text, read_json, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'HEADLINE', 'SECTION_NAMES', 'SECTION_ANCHORS',
-           'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'assert_offline', 'html_page', 'notebook_to_html',
-           'NotApplicable', 'section', 'require', 'applies', 'explanations', 'ci_table', 'comparison_table',
-           'confusion_table', 'save_artifacts', 'write_metrics', 'save_figure', 'classification_figures',
-           'regression_figures', 'parts_table', 'report_heading', 'target_statement', 'design_statement',
-           'threshold_statement', 'sample_size_statement', 'change_log_table', 'imbalance_statement', 'fmt_num',
-           'delong_table', 'report_facts', 'provenance_table', 'card_table', 'model_table', 'version_dir',
-           'list_versions', 'find_version', 'latest_version', 'headline_text', 'write_index']
+__all__ = ['REPORT_CSS', 'CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'HEADLINE', 'IMPUTATION_TEXT', 'SECTION_NAMES',
+           'SECTION_ANCHORS', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'assert_offline', 'html_page',
+           'notebook_to_html', 'NotApplicable', 'section', 'require', 'applies', 'explanations', 'ci_table',
+           'comparison_table', 'confusion_table', 'save_artifacts', 'write_metrics', 'save_figure',
+           'classification_figures', 'regression_figures', 'parts_table', 'report_heading', 'target_statement',
+           'design_statement', 'threshold_statement', 'sample_size_statement', 'imputation_statement',
+           'data_report_statement', 'change_log_table', 'imbalance_statement', 'fmt_num', 'delong_table',
+           'report_facts', 'provenance_table', 'card_table', 'model_table', 'version_dir', 'list_versions',
+           'find_version', 'latest_version', 'headline_text', 'write_index']
 
 # %% ../nbs/05_reports.ipynb #c004
 REPORT_CSS = """
@@ -268,7 +269,8 @@ CLASSIFICATION_ROWS = ["n", "events", "accuracy", "sensitivity", "specificity", 
 CI_ROWS = {"classification": ["roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "brier"],
            "regression": ["mse", "rmse", "mae", "r2"]}
 REGRESSION_ROWS = ["n", "mse", "rmse", "mae", "r2"]
-HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae")}
+HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae"),
+            "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall")}
 
 def parts_table(ev, max_parts: int = 12) -> pd.DataFrame:
     "Metrics (rows) × evaluated parts (columns)."
@@ -321,6 +323,25 @@ def sample_size_statement(ds, card: dict) -> str:
                 f"({card['n_rows']} records, {ev_} events, {p} candidate predictors: {minority / max(p, 1):.1f} events per predictor).")
     return (f"**Sample size:** no sample-size calculation was made; the size was fixed by the source dataset "
             f"({card['n_rows']} records, {p} candidate predictors: {card['n_rows'] / max(p, 1):.0f} records per predictor).")
+
+IMPUTATION_TEXT = {
+    "mean": "the training-part mean", "median": "the training-part median", "most_frequent": "the training-part mode",
+    "knn": "k-nearest-neighbour imputation (5 neighbours, standardised values) fitted on the training part",
+    "iterative": "iterative model-based imputation (each column regressed on the others) fitted on the training part"}
+
+def imputation_statement(how: str, dropped: int | None = None) -> str:
+    "How missing values were handled (clause 5.1.2.1), as a sentence for the Data section."
+    if how == "drop":
+        n = "" if dropped is None else f" ({dropped} record(s))"
+        return f"**Missing data:** records with a missing feature value were dropped before the split{n}; categorical gaps cannot remain."
+    return (f"**Missing data:** numeric gaps are filled with {IMPUTATION_TEXT.get(how, how)} and categorical gaps with the "
+            "training-part mode, inside the model pipeline, so imputers are fitted on training rows only.")
+
+def data_report_statement(info: dict | None, dataset: str) -> str:
+    "A link to the data report of the dataset version this model used."
+    if not info: return f"**Data report:** none recorded for this run (run `medwb run` to publish the data report of *{dataset}*)."
+    return (f"**Data report** of this dataset version (card, quality control, corrections): "
+            f"[data report {info['version_id']}]({info['path']}).")
 
 def change_log_table(rec: dict) -> pd.DataFrame:
     "The project's change log (date, change)."
@@ -454,7 +475,7 @@ def headline_text(h: dict | None) -> str:
     for k, x in h.items():
         if k.endswith(("_lo", "_hi")) or not isinstance(x, (int, float)): continue
         ci = f" [{h[k + '_lo']:.3f}, {h[k + '_hi']:.3f}]" if isinstance(h.get(k + "_lo"), float) else ""
-        out.append(f"{k} {x:.3f}{ci}")
+        out.append(f"{k} {x}" if isinstance(x, int) else f"{k} {x:.3f}{ci}")
     return ", ".join(out)
 
 def _headline(v: dict) -> str:
