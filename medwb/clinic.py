@@ -17,8 +17,8 @@ from .quality import Schema, run_qc
 from .cleaning import clean
 
 # %% auto #0
-__all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'data_dir', 'make_clinic_files', 'read_raw',
-           'clinic']
+__all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_annotations', 'data_dir',
+           'make_clinic_files', 'read_raw', 'clinic']
 
 # %% ../nbs/01f_clinic.ipynb #c003
 def clinic_base(seed: int = 0) -> pd.DataFrame:
@@ -136,7 +136,20 @@ def score_qc(issues: pd.DataFrame, truth: pd.DataFrame) -> dict:
             "per_kind": per, "missed": truth[~found], "false_alarm_issues": issues[~true_issue]}
 
 # %% ../nbs/01f_clinic.ipynb #c011
-CLINIC_FILES = {"messy": "clinic_messy.csv", "truth": "clinic_truth.csv", "schema": "schemas/clinic.yml"}
+CLINIC_FILES = {"messy": "clinic_messy.csv", "truth": "clinic_truth.csv", "annotations": "clinic_annotations.csv",
+                "schema": "schemas/clinic.yml"}
+
+def clinic_annotations(base: pd.DataFrame, seed: int = 0, n_items: int = 150) -> pd.DataFrame:
+    "Smoking status abstracted from notes by three annotators (error rates 4%, 8%, 15%) and, where any disagree, an expert."
+    from medwb.annotation import adjudicate, simulate_annotations
+    rng = np.random.default_rng(seed + 2)
+    items = base.iloc[np.sort(rng.choice(len(base), n_items, replace=False))]
+    truth = pd.Series(items["smoking"].to_numpy(), index=items["record_id"].to_numpy())
+    ann = simulate_annotations(truth, n_annotators=3, error_rates=(0.04, 0.08, 0.15), seed=seed + 2)
+    merged, _ = adjudicate(ann, threshold=1.0)            # a gold standard: any disagreement goes to the expert
+    disputed = merged.loc[merged["source"] != "majority", "item"]
+    expert = pd.DataFrame({"item": disputed.to_numpy(), "annotator": "expert", "label": truth[disputed].to_numpy()})
+    return pd.concat([ann[["item", "annotator", "label"]], expert], ignore_index=True)
 
 def data_dir() -> Path:
     "The project's shipped `data/` folder."
@@ -145,9 +158,10 @@ def data_dir() -> Path:
 def make_clinic_files(folder: Path | str | None = None, seed: int = 0) -> dict[str, Path]:
     "Write the messy table and its truth (atomically); return their paths."
     folder = Path(folder or data_dir())
-    messy, truth = inject_errors(clinic_base(seed), seed + 1)
+    base = clinic_base(seed)
+    messy, truth = inject_errors(base, seed + 1)
     out = {}
-    for key, frame in (("messy", messy), ("truth", truth)):
+    for key, frame in (("messy", messy), ("truth", truth), ("annotations", clinic_annotations(base, seed))):
         out[key] = atomic_write_text(folder / CLINIC_FILES[key], frame.to_csv(index=False, lineterminator="\n"))
     return out
 
@@ -191,6 +205,11 @@ def clinic(folder: Path | str | None = None) -> Dataset:
     for c in ("sex", "site", "smoking"): f[c] = f[c].astype(object)
     ds = Dataset("clinic", f, "progression", "regression", card, id_column="record_id", group_column="patient_id",
                  units=units, exclude=meta)
+    ann = pd.read_csv(paths["annotations"], dtype=str, keep_default_na=False)
+    expert = ann[ann["annotator"] == "expert"].set_index("item")["label"]
     ds.lifecycle = {"raw": raw, "ingest": ingest, "schema": schema, "clean": res, "truth": truth,
-                    "score": score_qc(res.before.issues, truth)}
+                    "score": score_qc(res.before.issues, truth),
+                    "annotations": {"labels": ann[ann["annotator"] != "expert"], "expert": expert, "threshold": 1.0,
+                                    "about": "smoking status abstracted from admission notes by three annotators for 150 "
+                                             "sampled records; an expert read every record on which they did not all agree (synthetic, with known truth)"}}
     return ds

@@ -27,8 +27,9 @@ from .reports import (FAILED_DIR, FAILED_JSON, HEADLINE, STAGING_DIR, latest_ver
                            version_dir, write_index)
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'ensure_kernel', 'template_hash', 'Job', 'evaluation_config', 'build_matrix',
-           'execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest', 'reproduce']
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job', 'evaluation_config',
+           'build_matrix', 'execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest',
+           'reproduce']
 
 # %% ../nbs/06_pipeline.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -50,7 +51,9 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 # %% ../nbs/06_pipeline.ipynb #c006
-TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb"}   # one template per kind of data
+TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb",   # one template per kind of report
+             "data": "data.ipynb"}
+DATA_MODEL = "data"   # data reports are published as reports/<dataset>/data/<version>/
 
 def template_hash(path: Path | str) -> str:
     "SHA-256 of a template's cell types, sources and tags (outputs and other metadata do not change the version)."
@@ -75,6 +78,7 @@ class Job:
     settings_path: str | None
     project: str | None = None                    # project record (project.yml)
     inputs: dict = field(default_factory=dict)   # everything hashed into the version id
+    data_report: dict | None = None               # model jobs: the data report of this dataset version (not hashed)
 
     @property
     def version_id(self) -> str: return hash_json(self.inputs)[:16]
@@ -95,8 +99,21 @@ def evaluation_config(settings: Settings) -> dict:
             "repeats": settings.repeats if m == "repeated_kfold" else None, "rounds": settings.rounds if m == "bootstrap" else None,
             "threshold": settings.threshold, "n_boot": settings.n_boot, "min_subgroup_n": settings.min_subgroup_n}
 
+def _data_job(d: str, ds, settings: Settings, common: dict, project: Path | None) -> Job:
+    "The data-report job of dataset `d` (clause 5.1): versioned by content, raw file, schema, code and template."
+    from medwb.datareport import schema_for
+    tpl = settings.templates_dir / TEMPLATES["data"]
+    if not tpl.exists(): raise MedwbError(f"data report template not found: {tpl}")
+    schema, _ = schema_for(ds, settings.data_dir)
+    ev = {"method": "data report", "imputation": settings.imputation}
+    inputs = {"dataset": d, "dataset_fingerprint": ds.fingerprint, "model": DATA_MODEL, "params": {}, "seed": 0,
+              "task": "data", "evaluation": ev, "raw_sha256": ds.card.get("raw_sha256"), "schema": schema.hash,
+              **common, "template": template_hash(tpl)}
+    return Job(d, DATA_MODEL, 0, "data", {}, ev, str(tpl), str(settings.reports_dir),
+               str(settings.path) if settings.path else None, str(project) if project else None, inputs)
+
 def build_matrix(settings: Settings) -> list[Job]:
-    "Validated jobs for datasets × models × seeds."
+    "Validated jobs: one data report per dataset, then datasets × models × seeds."
     for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
         model_params(name, "classification", settings.model_params.get(name))
     env, code = environment_fingerprint(), code_fingerprint()
@@ -104,8 +121,10 @@ def build_matrix(settings: Settings) -> list[Job]:
     project_hash = sha256_file(project) if project else None
     ev = evaluation_config(settings)
     jobs, seen = [], set()
+    common = {"project": project_hash, "medwb_version": medwb.__version__, "code": code, "environment": env}
     for d in settings.datasets:
         ds = load_dataset(d, settings)
+        jobs.append(_data_job(d, ds, settings, common, project))
         tpl = settings.templates_dir / TEMPLATES[ds.task]
         if not tpl.exists(): raise MedwbError(f"report template for {ds.task} not found: {tpl}")
         th, fp = template_hash(tpl), ds.fingerprint
@@ -161,7 +180,8 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
     root = Path(job.settings_path).parent if job.settings_path else Path.cwd()
     prov = {"version_id": vid, "parent": latest_version(job.reports_dir, job.dataset, job.model, job.seed),
             "created": _now(), "git_commit": git_commit(root), "command": command,
-            "reproduce": f"medwb reproduce {vid}", "inputs": job.inputs}
+            "reproduce": f"medwb reproduce {vid}", "inputs": job.inputs,
+            **({"data_report": job.data_report} if job.data_report else {})}
     try:
         metrics = execute_report(job, stage, prov)
         headline = _headline(job.task, metrics)
@@ -216,15 +236,24 @@ def run_matrix(settings: Settings, progress: Callable[[str], None] | None = prin
     "Run every job of the matrix; return one result dict per job (status ok / cached / failed)."
     check_writable(settings.reports_dir)
     jobs = build_matrix(settings)
-    results, todo, n = [], [], len(jobs)
+    results, n = [], len(jobs)
     say = progress or (lambda s: None)
-    for j in jobs:
-        if (version_dir(j.reports_dir, j.dataset, j.model, j.version_id) / MANIFEST).exists():
-            results.append(r := run_job(j, command)); say(_progress_line(len(results), n, r))
-        else: todo.append(j)
-    if todo:
-        for r in _execute(todo, settings, command):
-            results.append(r); say(_progress_line(len(results), n, r))
+    data_jobs = [j for j in jobs if j.task == "data"]
+    for phase in (data_jobs, [j for j in jobs if j.task != "data"]):   # data reports first: model reports link to them
+        if phase and phase[0].task != "data":
+            done = {r["dataset"]: r for r in results if r["model"] == DATA_MODEL}
+            for j in phase:
+                r = done.get(j.dataset)
+                j.data_report = ({"version_id": r["version_id"], "path": f"../../{DATA_MODEL}/{r['version_id']}/report.html"}
+                                 if r and r["status"] in ("ok", "cached") else None)
+        todo = []
+        for j in phase:
+            if (version_dir(j.reports_dir, j.dataset, j.model, j.version_id) / MANIFEST).exists():
+                results.append(r := run_job(j, command)); say(_progress_line(len(results), n, r))
+            else: todo.append(j)
+        if todo:
+            for r in _execute(todo, settings, command):
+                results.append(r); say(_progress_line(len(results), n, r))
     write_index(settings.reports_dir)
     order = {j.version_id: i for i, j in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r["version_id"]])
@@ -269,7 +298,7 @@ def reproduce(version_path: Path | str, settings: Settings) -> dict:
     changes = [k for k, v in now.items() if man["inputs"].get(k) != v]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medwb-reproduce-") as tmp:
-        new = execute_report(job, Path(tmp), {**{k: man.get(k) for k in ("version_id", "parent", "created", "git_commit")},
+        new = execute_report(job, Path(tmp), {**{k: man.get(k) for k in ("version_id", "parent", "created", "git_commit", "data_report")},
                                                "command": f"medwb reproduce {man['version_id']}", "inputs": man["inputs"]})
     old = read_json(vp / "metrics.json")
     diffs = _diff(old, new)

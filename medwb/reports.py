@@ -394,10 +394,15 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
 def provenance_table(prov: dict) -> pd.DataFrame:
     "Identity and provenance of a version as a two-column table."
     inp = prov.get("inputs", {})
-    rows = {"model": f"{inp.get('model', '?')} on {inp.get('dataset', '?')}, seed {inp.get('seed', '?')}",
+    what = ({"report": f"data report of {inp.get('dataset', '?')}"} if inp.get("task") == "data" else
+            {"model": f"{inp.get('model', '?')} on {inp.get('dataset', '?')}, seed {inp.get('seed', '?')}"})
+    rows = {**what,
             "version id": prov.get("version_id"), "parent version": prov.get("parent") or "none (first version)",
             "created (UTC)": prov.get("created"), "git commit": prov.get("git_commit") or "not a git checkout",
-            "dataset fingerprint (SHA-256)": inp.get("dataset_fingerprint"), "medwb version": inp.get("medwb_version"),
+            "dataset fingerprint (SHA-256)": inp.get("dataset_fingerprint"),
+            **({"raw file (SHA-256)": inp["raw_sha256"]} if inp.get("raw_sha256") else {}),
+            **({"QC schema (SHA-256)": inp["schema"]} if inp.get("schema") else {}),
+            "medwb version": inp.get("medwb_version"),
             "medwb code (SHA-256)": inp.get("code"), "report template (SHA-256)": inp.get("template"),
             "environment (SHA-256 of installed packages)": inp.get("environment"),
             "key packages": _key_packages(), "software licence": "medwb: Apache-2.0; data licence in section 3",
