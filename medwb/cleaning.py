@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .core import MedwbError
+from pathlib import Path
+
+from .core import MedwbError, sha256_file
 from .quality import QCResult, Schema, run_qc
 
 # %% auto #0
-__all__ = ['RULES', 'LOG_COLUMNS', 'CleanResult', 'clean', 'interpolate_series']
+__all__ = ['RULES', 'LOG_COLUMNS', 'CleanResult', 'clean', 'interpolate_series', 'load_clean_csv']
 
 # %% ../nbs/01d_cleaning.ipynb #c003
 RULES = {
@@ -148,3 +150,38 @@ def interpolate_series(frame: pd.DataFrame, patient: str, time: str, columns: li
         logs.append(pd.DataFrame({"record_id": ids.to_numpy(), "row": f.index[m], "column": c, "old": "",
                                   "new": f.loc[m, c].map(_fmt).to_numpy(), "rule": f"interpolated ({method}) within the patient's series"}))
     return f.loc[frame.index], pd.concat(logs, ignore_index=True)
+
+# %% ../nbs/01d_cleaning.ipynb #c011
+def load_clean_csv(name: str, path: Path | str, schema: Schema | Path | str, target: str,
+                   task: str = "classification", positive: str | None = None,   # label of the positive class
+                   card: dict | None = None):
+    "Read, check and clean a CSV/Parquet file into a `Dataset` carrying its ingestion, QC and cleaning record."
+    from medwb.data import Dataset
+    from medwb.ingest import read_table
+    path = Path(path)
+    if not isinstance(schema, Schema): schema = Schema.load(schema)
+    if target not in schema.columns: raise MedwbError(f"dataset {name!r}: target {target!r} is not declared in schema {schema.name!r}")
+    raw, ingest = read_table(path)
+    if len(raw) == 0: raise MedwbError(f"dataset {name!r}: {path} has no readable records ({len(ingest.dropped)} dropped)")
+    res = clean(raw, schema, target=target)
+    f = res.frame.reset_index(drop=True)
+    if len(f) == 0: raise MedwbError(f"dataset {name!r}: no record of {path} survived cleaning (see its data report)")
+    spec = schema.columns
+    for c, sp in spec.items():
+        f[c] = f[c].astype(float) if sp.type in ("number", "integer") else f[c] if sp.type == "date" else f[c].astype(object)
+    if task == "classification":
+        labels = sorted(map(str, pd.unique(f[target])))
+        pos = str(positive) if positive is not None else ("1" if set(labels) == {"0", "1"} or set(labels) == {"0.0", "1.0"} else None)
+        if pos is None or not any(l in (pos, f"{pos}.0") for l in labels):
+            raise MedwbError(f"dataset {name!r}: say which label of {target!r} is positive (positive = ...); labels: {labels}")
+        f[target] = f[target].astype(str).isin([pos, f"{pos}.0"]).astype(int)
+    exclude = [c for c, sp in spec.items() if (sp.role == "meta" or sp.type == "date") and c not in (schema.id, schema.patient, target)]
+    base = {"title": name, "source": str(path.name), "raw_file": path.name, "raw_sha256": sha256_file(path),
+            "schema": f"schemas/{schema.name}.yml", "schema_sha256": schema.hash,
+            "column_roles": {c: sp.role for c, sp in spec.items() if sp.role not in ("feature", "target")},
+            "column_descriptions": {c: sp.description for c, sp in spec.items()}}
+    ds = Dataset(name, f, target, task, {**base, **(card or {})}, positive_class=str(positive) if task == "classification" else None,
+                 id_column=schema.id, group_column=schema.patient, units={c: sp.unit for c, sp in spec.items() if sp.unit},
+                 exclude=exclude)
+    ds.lifecycle = {"raw": raw, "ingest": ingest, "schema": schema, "clean": res, "truth": None, "score": None, "annotations": None}
+    return ds

@@ -14,11 +14,11 @@ import medwb
 from .core import MedwbError, atomic_write_text, sha256_file
 from .data import Dataset, register_dataset
 from .quality import Schema, run_qc
-from .cleaning import clean
+from .cleaning import clean, load_clean_csv
 
 # %% auto #0
 __all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_annotations', 'data_dir',
-           'make_clinic_files', 'read_raw', 'clinic']
+           'make_clinic_files', 'clinic']
 
 # %% ../nbs/01f_clinic.ipynb #c003
 def clinic_base(seed: int = 0) -> pd.DataFrame:
@@ -165,12 +165,6 @@ def make_clinic_files(folder: Path | str | None = None, seed: int = 0) -> dict[s
         out[key] = atomic_write_text(folder / CLINIC_FILES[key], frame.to_csv(index=False, lineterminator="\n"))
     return out
 
-def read_raw(path: Path | str) -> tuple[pd.DataFrame, dict]:
-    "A CSV as strings (nothing coerced: QC sees what the file holds) and its ingestion record."
-    from medwb.ingest import read_table
-    frame, log = read_table(path)
-    return frame, log
-
 @register_dataset("clinic")
 def clinic(folder: Path | str | None = None) -> Dataset:
     "The cleaned clinic table (regression: progression), with its QC and cleaning record."
@@ -178,14 +172,7 @@ def clinic(folder: Path | str | None = None) -> Dataset:
     paths = {k: folder / v for k, v in CLINIC_FILES.items()}
     for k, p in paths.items():
         if not p.exists(): raise MedwbError(f"dataset 'clinic': {p} is missing (regenerate with medwb.clinic.make_clinic_files())")
-    schema = Schema.load(paths["schema"])
-    raw, ingest = read_raw(paths["messy"])
-    res = clean(raw, schema, target="progression")
     truth = pd.read_csv(paths["truth"], dtype={"column": str, "kind": str, "old": str, "injected": str}, keep_default_na=False)
-    f = res.frame.reset_index(drop=True)
-    f["record_id"] = f["record_id"].astype(str)
-    spec = schema.columns
-    units = {c: s.unit for c, s in spec.items() if s.unit}
     card = {"title": "clinic (messy demonstration admission table)",
             "source": "derived by medwb.clinic from the scikit-learn diabetes study (Efron et al. 2004) with synthetic administrative "
                       "columns and injected errors; see data/README.md",
@@ -194,22 +181,13 @@ def clinic(folder: Path | str | None = None) -> Dataset:
             "target_coding": "continuous disease-progression score one year after baseline (diabetes study)",
             "sites": "three synthetic sites (Site A, B, C)", "collected": "synthetic admission dates 2019–2022",
             "subgroups": "age, sex and site recorded", "consent_basis": "public de-identified research data; synthetic administrative columns",
-            "reference_standard": "progression score as recorded by Efron et al. (2004)",
-            "schema": str(paths["schema"].relative_to(folder.parent)) if folder.parent in paths["schema"].parents else str(paths["schema"]),
-            "raw_file": paths["messy"].name, "raw_sha256": sha256_file(paths["messy"]), "schema_sha256": schema.hash,
-            "column_roles": {c: s.role for c, s in spec.items() if s.role not in ("feature", "target")},
-            "column_descriptions": {c: s.description for c, s in spec.items()}}
-    meta = [c for c, s in spec.items() if s.role in ("meta",) and c not in ("record_id", "patient_id")] + ["birth_date"]
-    for c in ("age", "bmi", "bp", "height", "weight", "temperature", "tc", "ldl", "hdl", "tch", "ltg", "glucose", "progression"):
-        f[c] = f[c].astype(float)
-    for c in ("sex", "site", "smoking"): f[c] = f[c].astype(object)
-    ds = Dataset("clinic", f, "progression", "regression", card, id_column="record_id", group_column="patient_id",
-                 units=units, exclude=meta)
+            "reference_standard": "progression score as recorded by Efron et al. (2004)"}
+    ds = load_clean_csv("clinic", paths["messy"], paths["schema"], "progression", task="regression", card=card)
+    res = ds.lifecycle["clean"]
     ann = pd.read_csv(paths["annotations"], dtype=str, keep_default_na=False)
     expert = ann[ann["annotator"] == "expert"].set_index("item")["label"]
-    ds.lifecycle = {"raw": raw, "ingest": ingest, "schema": schema, "clean": res, "truth": truth,
-                    "score": score_qc(res.before.issues, truth),
+    ds.lifecycle.update({"truth": truth, "score": score_qc(res.before.issues, truth),
                     "annotations": {"labels": ann[ann["annotator"] != "expert"], "expert": expert, "threshold": 1.0,
                                     "about": "smoking status abstracted from admission notes by three annotators for 150 "
-                                             "sampled records; an expert read every record on which they did not all agree (synthetic, with known truth)"}}
+                                             "sampled records; an expert read every record on which they did not all agree (synthetic, with known truth)"}})
     return ds

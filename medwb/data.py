@@ -191,6 +191,15 @@ def load_dataset(name: str, settings=None) -> Dataset:
             raise MedwbError(f"settings.ini [dataset.{name}] needs at least path and target")
         path = Path(spec.pop("path"))
         if not path.is_absolute(): path = Path(settings.data_dir) / path
+        if "schema" in spec:   # a declared schema: read, check and clean (medwb.cleaning), keeping the record
+            from medwb.cleaning import load_clean_csv
+            schema = Path(spec.pop("schema"))
+            if not schema.is_absolute(): schema = Path(settings.data_dir) / schema
+            unknown = set(spec) - {"target", "task", "positive"}
+            if unknown: raise MedwbError(f"settings.ini [dataset.{name}] with a schema: unknown key(s) {sorted(unknown)} "
+                                         "(id and patient columns come from the schema)")
+            if not path.exists(): raise MedwbError(f"dataset {name!r}: file not found: {path}")
+            return load_clean_csv(name, path, schema, **spec)
         return load_csv_dataset(name, path, **spec)
     known = sorted([*DATASETS, *specs])
     raise MedwbError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")

@@ -33,16 +33,18 @@ def first_run(tmp_path_factory):
 def test_first_run_publishes_every_job(first_run):
     d, s, r = first_run
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 executed, 0 cached, 0 failed" in r.stdout
+    assert "6 executed, 0 cached, 0 failed" in r.stdout   # a data report per dataset, then 2 models x 2 datasets
     assert f"index: {d / 'reports' / 'index.html'}" in r.stdout
-    assert "[4/4]" in r.stdout                      # a progress line per finished job
+    assert "[6/6]" in r.stdout                      # a progress line per finished job
+    assert r.stdout.index("breast_cancer/data/") < r.stdout.index("breast_cancer/linear/")   # data reports come first
     vs = published(d / "reports")
-    assert len(vs) == 4
-    for files in vs.values():
-        assert {"report.html", "report.ipynb", "metrics.json", "model.joblib", "predictions.csv"} <= set(files)
+    assert len(vs) == 6
+    for k, files in vs.items():
+        want = {"qc_issues.csv", "corrections.csv"} if "/data/" in k else {"model.joblib", "predictions.csv"}
+        assert {"report.html", "report.ipynb", "metrics.json", *want} <= set(files), k
         assert any(f.startswith("figures/") for f in files)
     index = (d / "reports" / "index.html").read_text()
-    assert index.count('report.html">report</a>') == 4
+    assert index.count('report.html">report</a>') == 6
 
 
 def test_reports_are_self_contained_and_hide_code(first_run):
@@ -72,7 +74,7 @@ def test_second_run_is_all_cached_and_fast(first_run):
     before = published(d / "reports")
     t0 = time.perf_counter(); r = medwb("run", settings=s); took = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
-    assert "0 executed, 4 cached, 0 failed" in r.stdout and "every job was cached" in r.stdout
+    assert "0 executed, 6 cached, 0 failed" in r.stdout and "every job was cached" in r.stdout
     assert took < 15, took
     assert published(d / "reports") == before
 
@@ -84,7 +86,7 @@ def test_changed_parameter_makes_new_versions_and_keeps_old(first_run, tmp_path)
     s = write_settings(tmp_path, {**SMALL, "reports_dir": str(reports)}, {"model.linear": {"fit_intercept": "False"}})
     r = medwb("run", settings=s)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 executed, 2 cached, 0 failed" in r.stdout
+    assert "2 executed, 4 cached, 0 failed" in r.stdout
     after = published(reports)
     assert {k: v for k, v in after.items() if k in before} == before      # old versions untouched
     new = sorted(set(after) - set(before))
@@ -100,16 +102,29 @@ def test_verify_passes_then_names_a_changed_file(first_run, tmp_path):
     reports = tmp_path / "reports"; shutil.copytree(d / "reports", reports)
     s = write_settings(tmp_path, {**SMALL, "reports_dir": str(reports)})
     r = medwb("verify", settings=s)
-    assert r.returncode == 0 and "4 of 4 version(s) intact" in r.stdout
+    assert r.returncode == 0 and "6 of 6 version(s) intact" in r.stdout
     target = next((reports / "diabetes" / "linear").glob("*/report.html"))
     b = bytearray(target.read_bytes()); b[100] ^= 1; target.write_bytes(bytes(b))
     r = medwb("verify", settings=s)
     assert r.returncode == 1
     assert "changed: report.html" in r.stdout and str(target) in r.stdout
-    assert "3 of 4 version(s) intact" in r.stdout
+    assert "5 of 6 version(s) intact" in r.stdout
     (target.parent / "figures" / "prediction_error.png").unlink()
     r = medwb("verify", target.parent.name, settings=s)
     assert r.returncode == 1 and "missing: figures/prediction_error.png" in r.stdout
+
+
+def test_model_reports_link_to_their_data_report(first_run):
+    d, _, _ = first_run
+    for ds in ("breast_cancer", "diabetes"):
+        data_v = next((d / "reports" / ds / "data").glob("*/manifest.json")).parent
+        for m in ("dummy", "linear"):
+            v = next((d / "reports" / ds / m).glob("*/manifest.json")).parent
+            link = json.loads((v / "manifest.json").read_text())["data_report"]
+            assert link["version_id"] == data_v.name and (v / link["path"]).resolve() == (data_v / "report.html").resolve()
+            assert f'href="{link["path"]}"' in (v / "report.html").read_text()
+    dm = json.loads((data_v / "metrics.json").read_text())
+    assert dm["metrics"]["rows_in"] == dm["metrics"]["rows_out"] == 442 and dm["metrics"]["qc_issues"] == 0
 
 
 def test_reproduce_gives_identical_metrics(first_run):
@@ -123,7 +138,7 @@ def test_reproduce_gives_identical_metrics(first_run):
 def test_list_and_show(first_run):
     d, s, _ = first_run
     r = medwb("list", settings=s)
-    assert r.returncode == 0 and r.stdout.count(" ok ") >= 4
+    assert r.returncode == 0 and r.stdout.count(" ok ") >= 6
     vid = next((d / "reports" / "diabetes" / "dummy").glob("*/manifest.json")).parent.name
     r = medwb("show", vid, settings=s)
     assert r.returncode == 0 and vid in r.stdout and '"r2"' in r.stdout and "dataset_fingerprint" in r.stdout
@@ -137,7 +152,7 @@ def test_failing_notebook_leaves_a_failed_record_and_others_finish(first_run, tm
                        {"model.svm": {"C": "-1.0"}})
     r = medwb("run", settings=s)
     assert r.returncode == 1
-    assert "0 executed, 2 cached, 1 failed" in r.stdout        # svm failed; dummy and linear still answered
+    assert "0 executed, 3 cached, 1 failed" in r.stdout        # svm failed; the data report, dummy and linear still answered
     assert "InvalidParameterError" in r.stdout and "'C' parameter" in r.stdout
     failed = list((reports / "breast_cancer" / "svm" / "_failed").glob("*/failed.json"))
     assert len(failed) == 1

@@ -23,7 +23,7 @@ def test_matrix_runs_on_a_dask_cluster(cluster, tmp_path):
                                   "models": "dummy", "seeds": "0, 1", "n_boot": "200"})
     settings = load_settings(s, executor="dask", scheduler=cluster.scheduler_address)
     res = run_matrix(settings, progress=None)
-    assert sorted(r["status"] for r in res) == ["ok"] * 4
+    assert sorted(r["status"] for r in res) == ["ok"] * 6      # 2 data reports + 2 datasets x 2 seeds
     assert len(list((tmp_path / "reports").glob("*/dummy/*/manifest.json"))) == 4
     # the same matrix again through the CLI flag: every job is a cache hit
     r = medwb("run", "--scheduler", cluster.scheduler_address, settings=s)

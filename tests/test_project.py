@@ -6,6 +6,7 @@ import re
 import subprocess
 
 from conftest import ROOT
+from medwb.core import sha256_file
 from medwb.data import dataset_card, load_dataset
 
 
@@ -39,8 +40,10 @@ def test_readme_opens_with_the_two_commands_ci_runs():
 
 def test_data_card_fingerprints_match_the_loaders():
     card = (ROOT / "data" / "README.md").read_text()
-    for name in ("breast_cancer", "diabetes"):
+    for name in ("breast_cancer", "diabetes", "clinic"):
         assert dataset_card(load_dataset(name))["fingerprint"] in card, name
+    for f in ("clinic_messy.csv", "clinic_truth.csv", "clinic_annotations.csv"):
+        assert f"{sha256_file(ROOT / 'data' / f)}  {f}" in card, f
 
 
 def test_one_module_per_stage_notebook():

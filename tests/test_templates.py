@@ -27,7 +27,8 @@ def test_template_runs_with_small_parameters(tmp_path, dataset, model, evaluatio
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": dataset, "models": model,
                                   "evaluation": evaluation, "folds": 3, "repeats": 2, "rounds": 4, "n_boot": 200},
                        {f"model.{model}": params})
-    [job] = build_matrix(load_settings(s))
+    [data_job, job] = build_matrix(load_settings(s))
+    assert data_job.task == "data"
     assert job.params == params and job.inputs["evaluation"]["folds"] == (3 if "kfold" in evaluation else None)
     out = tmp_path / "out"
     m = execute_report(job, out, {"version_id": "test", "inputs": job.inputs})
@@ -68,7 +69,8 @@ def test_a_model_without_probabilities_still_gets_a_report(tmp_path):
     "SVC(probability=False) has no predict_proba: probability sections say why; the rest is produced."
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "svm",
                                   "n_boot": 200}, {"model.svm": {"probability": False}})
-    [job] = build_matrix(load_settings(s))
+    [data_job, job] = build_matrix(load_settings(s))
+    assert data_job.task == "data"
     m = execute_report(job, tmp_path / "out", {"version_id": "test", "inputs": job.inputs})
     assert m["score_kind"] == "decision" and m["metrics"]["roc_auc"] > 0.95
     un = m["unavailable"]
@@ -76,3 +78,47 @@ def test_a_model_without_probabilities_still_gets_a_report(tmp_path):
     assert "explanations" in un and "comparisons" in m and "ci" in m
     html = (tmp_path / "out" / "report.html").read_text()
     assert "This section could not be computed" in html and ">16. Compliance matrix<" in html
+
+
+def test_data_report_of_a_declared_csv_with_bad_rows_and_gbk(tmp_path):
+    "A GBK-encoded CSV with a malformed row and errors, declared with a schema: the data report counts and lists them."
+    data = tmp_path / "data"; (data / "schemas").mkdir(parents=True)
+    rows = ["住院号,患者,入院日期,年龄,血糖,单位,结局"]
+    for i in range(60):
+        rows.append(f"Z{i:03d},P{i:03d},2021-01-{1 + i % 28:02d},{30 + i % 50},{80 + i % 40},mg/dL,{'是' if i % 3 == 0 else '否'}")
+    rows[5] = rows[5] + ",多余"                                   # malformed: an extra field (line 6)
+    rows[8] = rows[8].replace(",mg/dL,", ",mmol/L,").replace(f",{80 + 7 % 40},", ",5.2,")
+    rows[12] = rows[12].replace("2021-01-12", "2021年1月12日")        # a Chinese date
+    (data / "ward.csv").write_bytes("\n".join(rows).encode("gb18030"))
+    (data / "schemas" / "ward.yml").write_text(
+        "name: ward\nid: 住院号\npatient: 患者\ntime: 入院日期\ncolumns:\n"
+        "  住院号: {type: string, required: true, role: id}\n  患者: {type: string, required: true, role: patient}\n"
+        "  入院日期: {type: date, required: true}\n  年龄: {type: number, plausible: [0, 120], unit: years}\n"
+        "  血糖: {type: number, unit: mg/dL, range: [20, 800], unit_column: 单位, convert: {mmol/L: [18.016, 0]}}\n"
+        "  单位: {type: string, role: meta}\n  结局: {type: category, allowed: [是, 否], required: true, role: target}\n",
+        encoding="utf-8")
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "data_dir": str(data), "datasets": "ward",
+                                  "models": "linear", "n_boot": 200},
+                       {"dataset.ward": {"path": "ward.csv", "schema": "schemas/ward.yml", "target": "结局", "positive": "是"}})
+    [data_job, job] = build_matrix(load_settings(s))
+    m = execute_report(data_job, tmp_path / "data_out", {"version_id": "test", "inputs": data_job.inputs})
+    assert m["ingest"]["encoding"] == "gb18030" and m["ingest"]["n_dropped"] == 1 and m["metrics"]["ingest_dropped"] == 1
+    assert m["metrics"]["rows_in"] == 59 and m["metrics"]["qc_issues"] >= 1
+    html = (tmp_path / "data_out" / "report.html").read_text(encoding="utf-8")
+    assert "line 6" in html and "converted to the canonical unit" in html and "住院号" in html
+    assert_offline(html)
+    mm = execute_report(job, tmp_path / "model_out", {"version_id": "test", "inputs": job.inputs,
+                                                      "data_report": {"version_id": "d1", "path": "../../data/d1/report.html"}})
+    assert mm["metrics"]["roc_auc"] is not None and mm["data_report"]["version_id"] == "d1"
+    assert "../../data/d1/report.html" in (tmp_path / "model_out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_data_report_of_the_clinic_dataset_shows_known_error_recall(tmp_path):
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "clinic", "models": "dummy", "n_boot": 200})
+    [data_job, _] = build_matrix(load_settings(s))
+    m = execute_report(data_job, tmp_path / "out", {"version_id": "test", "inputs": data_job.inputs})
+    assert m["qc_score"]["recall"] >= 0.95 and m["qc_score"]["false_alarm_rate"] <= 0.02
+    assert m["metrics"]["qc_issues_after"] == 0 and m["annotation"]["fleiss_kappa"] > 0.6
+    assert "unavailable" not in m, m.get("unavailable")
+    corrections = (tmp_path / "out" / "corrections.csv").read_text(encoding="utf-8")
+    assert corrections.startswith("record_id,row,column,old,new,rule")
