@@ -388,7 +388,8 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
             "n_eval": int(ev.predictions["record_id"].nunique()), "calibration": record.get("calibration"),
             "comparisons": comps, "small_subgroups": small, "no_subgroups": sg is None and "subgroups" in record.get("not_applicable", {}),
             "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
-            "explained": "explanations" in record}
+            "explained": "explanations" in record, "data_report": bool(record.get("data_report")),
+            "annotations": bool((ds.lifecycle or {}).get("annotations"))}
 
 # %% ../nbs/05_reports.ipynb #c026
 def provenance_table(prov: dict) -> pd.DataFrame:
