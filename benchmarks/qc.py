@@ -19,19 +19,20 @@ Measured, all in this run (time.perf_counter; generation is not timed):
     when N <= 100,000) for the scaling ratio;
   * peak memory of run_qc, three ways, each named where printed:
       - peak RSS of the process during run_qc: the kernel's high-water mark (VmHWM) reset just before the
-        call (/proc/self/clear_refs). ru_maxrss (getrusage) before the call is the process-lifetime peak,
-        data generation included; after the reset it reads the same high-water mark as VmHWM;
+        call (/proc/self/clear_refs). ru_maxrss (getrusage) before the first measured call is the
+        process-lifetime peak, data generation included; after a reset it reads the same mark as VmHWM;
       - tracemalloc peak, in a separate traced run on `--trace-rows` rows (default at most 100,000: tracing
         slows run_qc down many times over, as it makes a Python object per string cell): Python objects
         and numpy buffers (numpy reports its allocations to tracemalloc; checked here) but NOT pyarrow
         buffers, which back pandas' `str` columns;
       - the pyarrow memory-pool peak in that traced run (a proxy pool with its own statistics);
-  * time per stage, calling run_qc's internals directly: harmonise, _pandera_issues, _uniqueness, and the
-    remainder of run_qc (joining, de-duplicating and sorting the issues) as total minus stages;
+  * time per stage within the measured run_qc calls: its internals (harmonise, _pandera_issues,
+    _uniqueness) are wrapped with timers for those calls; the rest of run_qc (joining, de-duplicating and
+    sorting the issues) is the total minus the stages;
   * a per-row Python loop over `itertuples()` doing only the numeric checks (missing, float() parse, range,
-    hard limits, zero-means-missing) on a 20,000-row sample, extrapolated to rows/s. It does a subset of
-    run_qc's checks, so the speed ratio is a lower bound. Its findings are compared with run_qc's on the
-    same sample for the numeric columns without unit conversion; the script fails (exit 1) if they differ.
+    hard limits, zero-means-missing) on a 20,000-row sample (median of 3 runs), extrapolated to rows/s. It
+    does a subset of run_qc's checks, so the ratio flatters the loop. Its findings are compared with run_qc's on
+    the same sample for the numeric columns without unit conversion; the script fails (exit 1) if they differ.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import ctypes
 import gc
 import os
 import resource
+import statistics
 import sys
 import time
 import tracemalloc
@@ -49,10 +51,12 @@ import numpy as np
 import pandas as pd
 
 from medwb.clinic import clinic_base, inject_errors, score_qc
-from medwb.quality import _MISSING, Schema, _pandera_issues, _uniqueness, harmonise, run_qc
+import medwb.quality as quality
+from medwb.quality import _MISSING, Schema, run_qc
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOP_ROWS = 20_000
+LOOP_REPEAT = 3
 DUP_RATE = 0.001            # share of rows for each of: exact duplicate, key duplicate, source conflict
 COPY_KINDS = ("duplicate", "key_duplicate", "source_conflict")
 # (name, unit, range, mean, sd, decimals, lognormal): laboratory columns added to reach 30
@@ -162,7 +166,7 @@ def reset_hwm() -> bool:
 def maxrss_kib() -> int: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
 
 
-def gib(kib: float) -> str: return f"{kib / 2 ** 20:.2f} GiB"
+def gib(kib: float) -> str: return f"{kib / 2 ** 20:.2f} GiB" if abs(kib) >= 2 ** 20 else f"{kib / 2 ** 10:.0f} MiB"
 
 
 def numpy_traced() -> bool:
@@ -222,17 +226,35 @@ def loop_qc(raw: pd.DataFrame, schema: Schema) -> list[tuple[int, str, str]]:
     return found
 
 
-def timed_qc(raw, schema) -> tuple[float, object, dict]:
-    "(seconds, QCResult, memory: RSS at the start, peak RSS during the call, ru_maxrss before and after) of one run_qc."
+STAGES = {"harmonise": "harmonise (parse, units, dates, categories)", "_pandera_issues": "pandera validation (_pandera_issues)",
+          "_uniqueness": "uniqueness (_uniqueness)"}
+
+
+def timed_qc(raw, schema) -> tuple[float, object, dict, dict]:
+    """(seconds, QCResult, memory: RSS at the start, peak RSS during the call, ru_maxrss before and after,
+    seconds per stage) of one run_qc, its stages timed by wrapping the module functions it calls."""
+    stage = {}
+    originals = {name: getattr(quality, name) for name in STAGES}
+    def timer(name, fn):
+        def wrapped(*a, **k):
+            t0 = time.perf_counter()
+            try: return fn(*a, **k)
+            finally: stage[name] = stage.get(name, 0.0) + time.perf_counter() - t0
+        return wrapped
     gc.collect()
     rss0, _ = rss_kib()
     before = maxrss_kib()
     reset = reset_hwm()
-    t0 = time.perf_counter()
-    res = run_qc(raw, schema)
-    took = time.perf_counter() - t0
+    try:
+        for name, fn in originals.items(): setattr(quality, name, timer(name, fn))
+        t0 = time.perf_counter()
+        res = run_qc(raw, schema)
+        took = time.perf_counter() - t0
+    finally:
+        for name, fn in originals.items(): setattr(quality, name, fn)
     _, hwm = rss_kib()
-    return took, res, {"rss0": rss0, "hwm": hwm if reset else None, "maxrss_before": before, "maxrss_after": maxrss_kib()}
+    assert set(stage) == set(STAGES), stage
+    return took, res, {"rss0": rss0, "hwm": hwm if reset else None, "maxrss_before": before, "maxrss_after": maxrss_kib()}, stage
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -262,6 +284,8 @@ def main(argv=None) -> int:
           f"{(truth['kind'].isin(COPY_KINDS)).sum():,} copied rows; {os.cpu_count()} cores, "
           f"pandas {pd.__version__}, numpy {np.__version__}\n")
 
+    maxrss_gen = maxrss_kib()       # before any high-water-mark reset: the process lifetime, generation included
+
     # warm-up (imports pandera, builds caches) on the 472-row clinic table, scored for reference
     messy, mtruth = inject_errors(clinic_base(a.seed), a.seed + 1)
     messy = messy.astype(str).mask(messy.astype(str) == "")
@@ -269,11 +293,11 @@ def main(argv=None) -> int:
 
     # scaling: a sample of n_small rows (rows are in random order: the first n_small are a random sample)
     small = raw.iloc[:n_small].reset_index(drop=True)
-    t_small, res, mem_small = timed_qc(small, schema)
+    t_small, res, mem_small, st_small = timed_qc(small, schema)
     del res, small
 
     # the measured run: wall time and peak RSS (high-water mark reset just before the call)
-    t_qc, res, mem = timed_qc(raw, schema)
+    t_qc, res, mem, st = timed_qc(raw, schema)
     issues = res.issues
     n_issues, by_check = len(issues), issues["check"].value_counts()
     t0 = time.perf_counter()
@@ -281,27 +305,19 @@ def main(argv=None) -> int:
     score_s = time.perf_counter() - t0
     del res, issues
 
-    # stages, timed by calling run_qc's internals in its order
-    gc.collect()
-    r = raw.reset_index(drop=True)
-    t0 = time.perf_counter(); typed, found = harmonise(r, schema)
-    t1 = time.perf_counter(); pan = _pandera_issues(typed, schema)
-    t2 = time.perf_counter(); uni = _uniqueness(r, typed, schema)
-    t3 = time.perf_counter()
-    stages = [("harmonise (parse, units, dates, categories)", t1 - t0, len(found)),
-              ("pandera validation (_pandera_issues)", t2 - t1, len(pan)),
-              ("uniqueness (_uniqueness)", t3 - t2, len(uni))]
-    del typed, found, pan, uni, r
-
     # Python-heap and pyarrow peaks: another run under tracemalloc (slower: tracing overhead)
     np_seen = numpy_traced()
     t_traced, tm_peak, arrow_peak = traced_run(raw.iloc[:n_trace].reset_index(drop=True), schema)
 
     # the per-row loop on a sample, and run_qc's findings on the same sample
     sample = raw.iloc[:LOOP_ROWS].reset_index(drop=True)
-    t0 = time.perf_counter()
-    loop_found = loop_qc(sample, schema)
-    t_loop = time.perf_counter() - t0
+    loop_times = []
+    for _ in range(LOOP_REPEAT):
+        gc.collect()
+        t0 = time.perf_counter()
+        loop_found = loop_qc(sample, schema)
+        loop_times.append(time.perf_counter() - t0)
+    t_loop = statistics.median(loop_times)
     plain = [c for c, s in schema.columns.items() if s.type in ("number", "integer") and not (s.convert or s.unit_column)]
     checks = ("missing", "type", "range", "impossible", "zero_means_missing")
     si = run_qc(sample, schema).issues
@@ -315,12 +331,13 @@ def main(argv=None) -> int:
     line("run_qc, sample", n_small, t_small)
     line("run_qc, full table", n, t_qc)
     line("run_qc under tracemalloc (memory run only)", n_trace, t_traced)
-    line(f"per-row Python loop (numeric checks only)", LOOP_ROWS, t_loop)
+    line(f"per-row Python loop, numeric checks (median of {LOOP_REPEAT})", LOOP_ROWS, t_loop)
     print(f"\nrun_qc: {n / t_qc:,.0f} rows/s, {n * ncol / t_qc:,.0f} cells/s on {n:,} rows x {ncol} columns; {n_issues:,} issues found")
     ratio = (n / t_qc) / (LOOP_ROWS / t_loop)
-    print(f"vectorised QC is {ratio:.1f}x faster per row than a per-row Python loop " if ratio >= 1 else
-          f"vectorised QC is {1 / ratio:.1f}x SLOWER per row than a per-row Python loop (ratio {ratio:.2f}) "
-          f"({LOOP_ROWS / t_loop:,.0f} rows/s doing only the numeric checks of {len([1 for s in schema.columns.values() if s.type == 'number'])} columns)")
+    n_num = sum(s.type in ("number", "integer") for s in schema.columns.values())
+    print((f"vectorised QC is {ratio:.1f}x faster per row than a per-row Python loop " if ratio >= 1 else
+           f"vectorised QC is {1 / ratio:.1f}x SLOWER per row than a per-row Python loop (ratio {ratio:.2f}) ")
+          + f"({LOOP_ROWS / t_loop:,.0f} rows/s doing only the numeric checks of {n_num} columns)")
     print(f"scaling: {n_small:,} -> {n:,} rows ({n / n_small:.0f}x) takes {t_qc / t_small:.1f}x the time; "
           f"time per row at {n:,} / at {n_small:,} = {(t_qc / n) / (t_small / n_small):.2f} (1.00 = linear)")
     print(f"loop vs run_qc on the {LOOP_ROWS:,}-row sample, numeric columns without unit conversion ({len(plain)}): "
@@ -328,24 +345,26 @@ def main(argv=None) -> int:
              f"DIFFER: {len(qc_set - loop_set)} only in run_qc, {len(loop_set - qc_set)} only in the loop, e.g. "
              f"{sorted(qc_set ^ loop_set)[:5]}"))
 
-    print(f"\n{f'stage (timed separately, {n:,} rows)':<58}{'wall s':>9}{'share':>8}{'findings':>11}")
-    rest = t_qc - sum(s for _, s, _ in stages)
-    for what, s, k in stages + [("rest of run_qc (join, dedupe, sort, ids) = total - stages", rest, n_issues)]:
-        print(f"{what:<58}{s:>9.2f}{s / t_qc:>8.0%}{k:>11,}")
+    print(f"\n{'stage of run_qc (same calls as above)':<58}{f'{n_small:,} rows':>18}{f'{n:,} rows':>24}")
+    for key, what in list(STAGES.items()) + [(None, "rest of run_qc (join, dedupe, sort, ids)")]:
+        a, b = ((d[key] if key else t - sum(d.values())) for d, t in ((st_small, t_small), (st, t_qc)))
+        print(f"{what:<58}{a:>9.2f} s {a / t_small:>5.0%}{b:>15.2f} s {b / t_qc:>5.0%}")
 
     print(f"\npeak memory of run_qc (the raw table itself: {raw_mib:,.0f} MiB of str columns at {n:,} rows):")
+    print(f"  ru_maxrss (getrusage RUSAGE_SELF) before the first measured call: {gib(maxrss_gen)} "
+          f"(process-lifetime peak: building the table included)")
     for rows, m in ((n_small, mem_small), (n, mem)):
         if m["hwm"] is not None:
             print(f"  {rows:>9,} rows: peak RSS during run_qc (VmHWM, reset just before the call) {gib(m['hwm'])}, "
-                  f"+{gib(m['hwm'] - m['rss0'])} over the {gib(m['rss0'])} resident at the start")
+                  f"{'+' if m['hwm'] >= m['rss0'] else '-'}{gib(abs(m['hwm'] - m['rss0']))} over the {gib(m['rss0'])} resident at the start; "
+                  f"ru_maxrss after the call {gib(m['maxrss_after'])} (the same reset high-water mark)")
         else:
-            print(f"  {rows:>9,} rows: peak RSS during run_qc not measurable (/proc/self/clear_refs refused); see ru_maxrss")
-        print(f"  {'':>9}       ru_maxrss (getrusage RUSAGE_SELF) {gib(m['maxrss_before'])} before the call (process-lifetime peak), "
-              f"{gib(m['maxrss_after'])} after" + (" (= the reset high-water mark: peak during run_qc)" if m["hwm"] is not None else ""))
-    print(f"  {n_trace:>9,} rows: tracemalloc peak {tm_peak / 2 ** 30:.2f} GiB (Python objects + numpy buffers; "
+            print(f"  {rows:>9,} rows: peak RSS during run_qc not measurable (/proc/self/clear_refs refused); ru_maxrss "
+                  f"{gib(m['maxrss_before'])} before, {gib(m['maxrss_after'])} after (process-lifetime peak: grows only past it)")
+    print(f"  {n_trace:>9,} rows: tracemalloc peak {gib(tm_peak / 1024)} (Python objects + numpy buffers; "
           f"numpy buffers traced: {'yes' if np_seen else 'NO'}), separate traced run")
     if arrow_peak is not None:
-        print(f"  {'':>9}       pyarrow memory-pool peak {arrow_peak / 2 ** 30:.2f} GiB in that run (str buffers; not seen by tracemalloc)")
+        print(f"  {'':>9}       pyarrow memory-pool peak {gib(arrow_peak / 1024)} in that run (str buffers; not seen by tracemalloc)")
 
     print(f"\nissues by check: " + ", ".join(f"{k} {v:,}" for k, v in by_check.items()))
     per = score["per_kind"].set_index("kind")["recall"]

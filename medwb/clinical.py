@@ -209,12 +209,13 @@ def subgroup_columns(ds) -> dict[str, pd.Series]:
     for key in ("sex", "gender"):
         if key in lower:
             col = f[lower[key]]
-            vals = col.map(lambda v: f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v))
-            found["sex"] = vals.radd(f"{key}=").to_numpy(); break
+            vals = col.map(lambda v: "missing" if pd.isna(v) else f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v))
+            found["sex"] = vals.astype(object).radd(f"{key}=").to_numpy(); break
     if "age" in lower and pd.api.types.is_numeric_dtype(f[lower["age"]]):
-        found["age band"] = pd.cut(f[lower["age"]], AGE_BANDS, right=False, labels=["<40", "40–59", "≥60"]).astype(str).to_numpy()
+        band = pd.cut(f[lower["age"]], AGE_BANDS, right=False, labels=["<40", "40–59", "≥60"]).astype(object)
+        found["age band"] = band.where(band.notna(), "missing").to_numpy()   # a missing age is a group of its own, never dropped
     for key in ("site", "centre", "center", "hospital"):
-        if key in lower: found["site"] = f[lower[key]].astype(str).to_numpy(); break
+        if key in lower: found["site"] = f[lower[key]].map(lambda v: "missing" if pd.isna(v) else str(v)).astype(object).to_numpy(); break
     return {k: pd.Series(v, index=ids) for k, v in found.items()}
 
 SUBGROUP_METRICS = {"classification": ("roc_auc", "sensitivity", "specificity"), "regression": ("mae", "r2")}

@@ -99,10 +99,34 @@ def _positive(values, base) -> tuple[np.ndarray, np.ndarray]:
     if values.ndim == 3: values, base = values[..., 1], base[..., 1]
     return values, base
 
-def _predict_fn(pipeline, columns: list, task: str):
-    "The pipeline's output on rows given as a NumPy array: probability of the positive class, or the prediction."
+class _Codec:
+    "Raw feature rows as a float matrix for SHAP's and LIME's samplers: categories as integer codes, decoded back for the model."
+    def __init__(self, X: pd.DataFrame):
+        self.cols = list(X.columns)
+        self.cat = [c for c in self.cols if not pd.api.types.is_numeric_dtype(X[c])]
+        self.levels = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.cat}
+        self.median = X[[c for c in self.cols if c not in self.cat]].median()
+
+    def encode(self, df: pd.DataFrame, fill: bool = False) -> np.ndarray:
+        "Codes (missing or unseen category = one more code); numeric gaps stay NaN unless `fill` (training median)."
+        out = df[self.cols].copy()
+        for c in self.cat:
+            lv = {v: i for i, v in enumerate(self.levels[c])}
+            out[c] = out[c].astype(object).map(lambda v, lv=lv: lv.get(str(v), len(lv)) if not pd.isna(v) else len(lv))
+        if fill: out = out.fillna(self.median)
+        return out.to_numpy(dtype=float)
+
+    def decode(self, a) -> pd.DataFrame:
+        X = pd.DataFrame(np.asarray(a, dtype=float), columns=self.cols)
+        for c in self.cat:
+            lv = np.array(self.levels[c] + [np.nan], dtype=object)
+            X[c] = lv[np.clip(np.rint(X[c].to_numpy()).astype(int), 0, len(self.levels[c]))]
+        return X
+
+def _predict_fn(pipeline, codec: _Codec, task: str):
+    "The pipeline's output on coded rows: probability of the positive class, or the prediction."
     def f(a):
-        X = pd.DataFrame(np.asarray(a), columns=columns).infer_objects()
+        X = codec.decode(a)
         return pipeline.predict_proba(X)[:, 1] if task == "classification" else pipeline.predict(X)
     return f
 
@@ -123,11 +147,12 @@ def shap_values(pipeline,                      # fitted pipeline (prep + model) 
     bg, kind = _background(X_background, max_background, seed), explainer_kind(pipeline)
     clf = task == "classification"
     if kind == "permutation":
-        masker = shap.maskers.Independent(bg.to_numpy(), max_samples=len(bg))
+        codec = _Codec(X_background)
+        masker = shap.maskers.Independent(codec.encode(bg), max_samples=len(bg))
         state = np.random.get_state()
         try:
-            ex = shap.PermutationExplainer(_predict_fn(pipeline, features, task), masker, seed=seed)
-            e = ex(X_explain.to_numpy(), max_evals=max_evals, silent=True)
+            ex = shap.PermutationExplainer(_predict_fn(pipeline, codec, task), masker, seed=seed)
+            e = ex(codec.encode(X_explain), max_evals=max_evals, silent=True)
         finally: np.random.set_state(state)
         values, base = np.asarray(e.values, dtype=float), np.asarray(e.base_values, dtype=float)
         scale = "probability" if clf else "prediction"
@@ -165,17 +190,17 @@ def lime_weights(pipeline,                 # fitted pipeline (prep + model)
     try: from lime.lime_tabular import LimeTabularExplainer
     except ImportError: raise MedwbError("explanations need lime: pip install 'medwb[explain]'") from None
     if task not in ("classification", "regression"): raise MedwbError(f"unknown task {task!r}")
-    cols = list(X_train.columns)
-    bad = [c for c in cols if not pd.api.types.is_numeric_dtype(X_train[c])]
-    if bad: raise MedwbError(f"LIME needs numeric features; non-numeric: {', '.join(map(str, bad[:5]))}")
-    ex = LimeTabularExplainer(X_train.to_numpy(dtype=float), mode=task, feature_names=cols,
+    cols, codec = list(X_train.columns), _Codec(X_train)
+    idx = [cols.index(c) for c in codec.cat]
+    ex = LimeTabularExplainer(codec.encode(X_train, fill=True), mode=task, feature_names=cols, categorical_features=idx,
+                              categorical_names={i: codec.levels[c] + ["missing"] for i, c in zip(idx, codec.cat)},
                               discretize_continuous=False, sample_around_instance=True,
                               feature_selection="none", random_state=seed)
-    f = _predict_fn(pipeline, cols, task)
+    f = _predict_fn(pipeline, codec, task)
     fn = (lambda a: np.column_stack([1 - (p := f(a)), p])) if task == "classification" else f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        e = ex.explain_instance(x_row[cols].to_numpy(dtype=float), fn, labels=(1,),
+        e = ex.explain_instance(codec.encode(x_row[cols].to_frame().T, fill=True)[0], fn, labels=(1,),
                                 num_features=len(cols), num_samples=num_samples)
     w = dict(e.as_map()[1])
     out = pd.Series([float(w.get(j, 0.0)) for j in range(len(cols))], index=cols, name="lime_weight")
@@ -183,7 +208,7 @@ def lime_weights(pipeline,                 # fitted pipeline (prep + model)
                      intercept=float(np.ravel(e.intercept[1])[0]), local_r2=float(e.score), num_samples=num_samples)
     return out
 
-# %% ../nbs/04b_explain.ipynb #c028
+# %% ../nbs/04b_explain.ipynb #c030
 def _pick(score: np.ndarray, mask: np.ndarray, largest: bool) -> int | None:
     "Position of the largest (smallest) score among `mask`, the first one on ties; None if none."
     ix = np.flatnonzero(mask)
@@ -207,7 +232,7 @@ def select_cases(pred: pd.DataFrame,       # predictions: y_true, score (one row
             "largest under-prediction": _pick(r, r < 0, False),
             "most accurate": _pick(np.abs(r), np.ones(len(r), bool), False)}
 
-# %% ../nbs/04b_explain.ipynb #c031
+# %% ../nbs/04b_explain.ipynb #c033
 def rank_agreement(shap_row: pd.Series | np.ndarray,  # one patient's SHAP values (by feature name, or in `lime`'s order)
                    lime: pd.Series) -> float | None:   # the same patient's LIME weights, indexed by feature
     "Spearman correlation of |SHAP| and |LIME| over features; None if undefined."
@@ -224,7 +249,7 @@ def rank_agreement(shap_row: pd.Series | np.ndarray,  # one patient's SHAP value
     rho = spearmanr(a, b).statistic
     return None if np.isnan(rho) else float(rho)
 
-# %% ../nbs/04b_explain.ipynb #c037
+# %% ../nbs/04b_explain.ipynb #c039
 POS_COLOUR, NEG_COLOUR = "#ff0051", "#008bfb"     # shap's red and blue
 
 def _fmt(v) -> str:
@@ -250,7 +275,7 @@ def _close(fig):
     plt.close(fig)
     return fig
 
-# %% ../nbs/04b_explain.ipynb #c038
+# %% ../nbs/04b_explain.ipynb #c040
 from contextlib import contextmanager
 
 @contextmanager
