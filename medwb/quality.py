@@ -16,7 +16,7 @@ from .core import MedwbError, hash_json
 
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'CATEGORY', 'UNIT_TABLE', 'DATE_FORMATS', 'ISSUE_COLUMNS', 'ColumnSpec', 'Schema', 'parse_dates',
-           'harmonise', 'pandera_schema', 'QCResult', 'run_qc']
+           'harmonise', 'pandera_schema', 'rule_schemas', 'QCResult', 'run_qc']
 
 # %% ../nbs/01c_quality.ipynb #c004
 TYPES = ("number", "integer", "string", "category", "date")
@@ -138,10 +138,21 @@ _ISO = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 _MISSING = {"", "na", "n/a", "nan", "none", "null", "-", "--", "missing", "nr", "not recorded", "缺失", "无"}
 
 def _strings(s: pd.Series) -> pd.Series:
-    "Stripped strings with the usual spellings of 'missing' as NA (object dtype)."
+    "Stripped strings (Arrow-backed) with the usual spellings of 'missing' as NA; typed columns unchanged."
     if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)): return s
-    t = s.astype("string").str.strip()
-    return t.mask(t.str.casefold().isin(_MISSING)).astype(object).where(lambda x: x.notna(), np.nan)
+    t = s.astype("str").str.strip()
+    return t.mask(t.str.lower().isin(_MISSING))
+
+_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+
+def _numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    "(float values, mask of present values that are not numbers), in Arrow kernels (no per-value Python)."
+    if pd.api.types.is_numeric_dtype(s): return s.astype(float), pd.Series(False, index=s.index)
+    import pyarrow as pa, pyarrow.compute as pc
+    arr = pa.array(s.astype("str"))
+    ok = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), False)
+    v = pc.cast(pc.if_else(ok, arr, pa.scalar(None, arr.type)), pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.Series(v, index=s.index), s.notna() & ~pd.Series(ok.to_numpy(zero_copy_only=False), index=s.index)
 
 def parse_dates(s: pd.Series, dayfirst: bool = True) -> tuple[pd.Series, pd.Series]:
     "(datetimes, iso mask): each value parsed with the first of `DATE_FORMATS` that fits; NaT if none."
@@ -159,6 +170,15 @@ def parse_dates(s: pd.Series, dayfirst: bool = True) -> tuple[pd.Series, pd.Seri
         if fmt in _ISO: iso.loc[got.index] = got.notna()
     return out, iso
 
+def _canonical(s: pd.Series, canon: dict) -> pd.Series:
+    "The canonical category of each value (lower-cased, runs of spaces as one), NaN where none: Arrow kernels only."
+    import pyarrow as pa, pyarrow.compute as pc
+    key = pc.replace_substring_regex(pc.utf8_lower(pa.array(s.astype("str"))), pattern=r"\s+", replacement=" ")
+    pos = pc.index_in(key, value_set=pa.array(list(canon), type=key.type)).to_numpy(zero_copy_only=False)
+    found = ~pd.isna(pos)
+    vals = np.array(list(canon.values()) + [np.nan], dtype=object)
+    return pd.Series(vals[np.where(found, np.nan_to_num(pos, nan=len(canon)), len(canon)).astype(int)], index=s.index)
+
 def _finding(rows, idx, column: str, check: str, old, new=None) -> pd.DataFrame:
     return pd.DataFrame({"row": idx, "column": column, "check": check, "value": old, "new": new})
 
@@ -171,8 +191,7 @@ def harmonise(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, pd.DataF
     for c, spec in schema.columns.items():
         s = _strings(raw[c])
         if spec.type in ("number", "integer"):
-            v = pd.to_numeric(s, errors="coerce").astype(float)
-            bad = s.notna() & v.isna()
+            v, bad = _numbers(s)
             found.append(_finding(None, s.index[bad], c, "type", s[bad].astype(str)))
             if spec.unit_column:
                 u = _strings(raw[spec.unit_column]) if spec.unit_column in raw.columns else pd.Series(np.nan, index=raw.index)
@@ -204,9 +223,7 @@ def harmonise(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, pd.DataF
         elif spec.type == "category":
             if pd.api.types.is_numeric_dtype(s):   # coded categories read as numbers: 1.0 → "1"
                 s = s.map(lambda x: np.nan if pd.isna(x) else f"{x:g}").astype(object)
-            canon = {str(a).casefold(): str(a) for a in spec.allowed} | {k.casefold(): v for k, v in spec.synonyms.items()}
-            key = s.astype("string").str.casefold().str.replace(r"\s+", " ", regex=True)
-            mapped = key.map(canon).astype(object)
+            mapped = _canonical(s, {str(a).lower(): str(a) for a in spec.allowed} | {k.lower(): v for k, v in spec.synonyms.items()})
             changed = mapped.notna() & (mapped != s.astype(object))
             found.append(_finding(None, s.index[changed], c, "category_spelling", s[changed].astype(str), mapped[changed]))
             out[c] = mapped.where(mapped.notna(), s).astype(object)   # unmapped values stay for the category check
@@ -245,18 +262,24 @@ def pandera_schema(schema: Schema):
         if s.type == "category": checks.append(pa.Check(lambda x, a=tuple(map(str, s.allowed)): x.isin(a), name="category"))
         dtype = {"number": float, "integer": float, "date": "datetime64[ns]"}.get(s.type, object)
         cols[c] = pa.Column(dtype, checks=checks, nullable=not s.required, required=True, coerce=False)
-    frame_checks = []
+    return pa.DataFrameSchema(cols, strict=False, name=schema.name)
+
+def rule_schemas(schema: Schema) -> list[tuple[str, list[str], list[str], object]]:
+    "One pandera DataFrameSchema per cross-field rule: (check, columns it blames, columns it reads, schema)."
+    pa, out = _pa(), []
     for r in schema.rules:
         if r["type"] == "order":
             a, b = r["before"], r["after"]
-            frame_checks.append(pa.Check(lambda df, a=a, b=b: ~(df[b] < df[a]), name=f"order:{a},{b}"))
+            chk = pa.Check(lambda df, a=a, b=b: ~(df[b] < df[a]), name="order")
+            out.append(("order", [a, b], [a, b], pa.DataFrameSchema(checks=[chk], name=f"order {a} <= {b}")))
         else:
             age, birth, at, tol = r["age"], r["birth"], r["at"], float(r.get("tolerance", 1))
             def _age(df, age=age, birth=birth, at=at, tol=tol):
                 computed = (df[at] - df[birth]).dt.days / 365.25
                 return ~((computed - df[age]).abs() > tol)
-            frame_checks.append(pa.Check(_age, name=f"age_birth:{age},{birth}"))
-    return pa.DataFrameSchema(cols, checks=frame_checks, strict=False, name=schema.name)
+            out.append(("age_birth", [age, birth], [age, birth, at], pa.DataFrameSchema(checks=[pa.Check(_age, name="age_birth")],
+                                                                                         name=f"age {age} vs birth {birth}")))
+    return out
 
 # %% ../nbs/01c_quality.ipynb #c015
 ISSUE_COLUMNS = ["row", "record_id", "column", "check", "category", "value", "new"]
@@ -293,28 +316,32 @@ class QCResult:
         "A few issues of each check, for a report."
         return self.issues.groupby("check", sort=True).head(per_check).sort_values(["category", "check"], ignore_index=True)
 
-def _pandera_issues(typed: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+def _failures(pandera_schema, frame: pd.DataFrame) -> pd.DataFrame | None:
+    "pandera's failure cases of `frame` (lazy: all of them), or None when it passes."
     pa = _pa()
-    try:
-        pandera_schema(schema).validate(typed, lazy=True)
-        return pd.DataFrame(columns=["row", "column", "check", "value"])
-    except pa.errors.SchemaErrors as e:
-        fc = e.failure_cases
-    fc = fc[fc["index"].notna()].copy()
-    fc["row"] = fc["index"].astype(int)
-    frame = fc["schema_context"].astype(str).eq("DataFrameSchema")
-    cells, rules = fc[~frame], fc[frame]
-    chk = cells["check"].astype(str)
-    out = pd.DataFrame({"row": cells["row"].to_numpy(), "column": cells["column"].astype(str).to_numpy(),
-                        "check": np.where(chk.str.contains("not_nullable"), "missing", chk),
-                        "value": cells["failure_case"].astype(str).to_numpy()})
-    if len(rules):   # a cross-field rule: one failure case per column involved; one issue per row
-        named = rules["check"].astype(str).str.split(":").str[-1].str.split(",")
-        rules = rules[[c in n for c, n in zip(rules["column"].astype(str), named)]]
-        rules = rules.assign(pair=rules["column"].astype(str) + "=" + rules["failure_case"].astype(str).str.replace(" 00:00:00", "", regex=False))
-        g = rules.groupby(["row", "check"], sort=False)["pair"].agg(", ".join).reset_index()
-        out = pd.concat([out, pd.DataFrame({"row": g["row"], "column": g["check"].str.split(":").str[-1],
-                                            "check": g["check"].str.split(":").str[0], "value": g["pair"]})], ignore_index=True)
+    try: pandera_schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as e: return e.failure_cases[e.failure_cases["index"].notna()]
+    return None
+
+def _pandera_issues(typed: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    "Column checks and cross-field rules, validated by pandera; one issue per (row, column(s), check)."
+    out = []
+    fc = _failures(pandera_schema(schema), typed)
+    if fc is not None:
+        chk = fc["check"].astype(str)
+        out.append(pd.DataFrame({"row": fc["index"].astype(int).to_numpy(), "column": fc["column"].astype(str).to_numpy(),
+                                 "check": np.where(chk.str.contains("not_nullable"), "missing", chk),
+                                 "value": fc["failure_case"].astype(str).to_numpy()}))
+    for check, blamed, reads, rs in rule_schemas(schema):
+        fc = _failures(rs, typed[reads])   # only the rule's columns, so pandera reports a handful of cells per failing row
+        if fc is None: continue
+        rows = np.unique(fc["index"].astype(int).to_numpy())
+        show = lambda c: typed.loc[rows, c].dt.strftime("%Y-%m-%d") if pd.api.types.is_datetime64_any_dtype(typed[c]) else typed.loc[rows, c].astype(str)
+        value = show(blamed[0]).radd(f"{blamed[0]}=")
+        for c in blamed[1:]: value = value + f", {c}=" + show(c)
+        out.append(pd.DataFrame({"row": rows, "column": ",".join(blamed), "check": check, "value": value.to_numpy()}))
+    if not out: return pd.DataFrame(columns=["row", "column", "check", "value"])
+    out = pd.concat(out, ignore_index=True)
     unknown = sorted(set(out["check"]) - set(CATEGORY))
     if unknown: raise MedwbError(f"schema {schema.name!r}: pandera reported failures medwb cannot classify: {unknown[:5]}")
     return out.drop_duplicates(["row", "column", "check"])
@@ -322,7 +349,7 @@ def _pandera_issues(typed: pd.DataFrame, schema: Schema) -> pd.DataFrame:
 def _uniqueness(raw: pd.DataFrame, typed: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     "Exact duplicates, repeated (patient, time) within a source, and disagreements across sources."
     out = []
-    exact = raw.astype(str).duplicated(keep="first")
+    exact = raw.duplicated(keep="first")
     out.append(pd.DataFrame({"row": raw.index[exact], "column": "*", "check": "duplicate", "value": "exact copy of an earlier row"}))
     if schema.patient and schema.time:
         key = [schema.patient, schema.time]
