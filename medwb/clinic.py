@@ -5,6 +5,8 @@
 # %% ../nbs/01f_clinic.ipynb #c002
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,8 @@ from .quality import Schema, run_qc
 from .cleaning import clean, load_clean_csv
 
 # %% auto #0
-__all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_annotations', 'data_dir',
-           'make_clinic_files', 'clinic']
+__all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_consent', 'clinic_annotations',
+           'data_dir', 'make_clinic_files', 'clinic']
 
 # %% ../nbs/01f_clinic.ipynb #c003
 def clinic_base(seed: int = 0) -> pd.DataFrame:
@@ -137,7 +139,25 @@ def score_qc(issues: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 # %% ../nbs/01f_clinic.ipynb #c011
 CLINIC_FILES = {"messy": "clinic_messy.csv", "truth": "clinic_truth.csv", "annotations": "clinic_annotations.csv",
-                "schema": "schemas/clinic.yml"}
+                "consent": "clinic_consent.json", "schema": "schemas/clinic.yml"}
+
+def clinic_consent(base: pd.DataFrame, seed: int = 0) -> dict:
+    "A consent registry (medwb.consent format) for the clinic patients: most consented to training and evaluation; a few did not."
+    from medwb.consent import _FORMAT
+    rng = np.random.default_rng(seed + 3)
+    pids = base["patient_id"].tolist()
+    pick = rng.permutation(len(pids))
+    withdrawn, refused, eval_only, absent = pick[:4], pick[4:7], pick[7:10], set(pick[10:12])
+    form = "clinic consent form v2 (2018), research use of routinely collected data"
+    subjects = {}
+    for i, p in enumerate(pids):
+        if i in absent: continue                                   # never asked: not in the registry
+        e = {"status": "given", "scope": ["evaluation", "model_training"], "basis": form, "given": "2019-01-01", "updated": "2019-01-01T00:00:00+00:00"}
+        if i in withdrawn: e.update(status="withdrawn", withdrawn="2022-06-30", updated="2022-06-30T00:00:00+00:00")
+        elif i in refused: e = {"status": "refused", "scope": [], "basis": form, "refused": "2019-01-01", "updated": "2019-01-01T00:00:00+00:00"}
+        elif i in eval_only: e["scope"] = ["evaluation"]
+        subjects[p] = e
+    return {"format": _FORMAT, "subjects": subjects}
 
 def clinic_annotations(base: pd.DataFrame, seed: int = 0, n_items: int = 150) -> pd.DataFrame:
     "Smoking status abstracted from notes by three annotators (error rates 4%, 8%, 15%) and, where any disagree, an expert."
@@ -163,6 +183,8 @@ def make_clinic_files(folder: Path | str | None = None, seed: int = 0) -> dict[s
     out = {}
     for key, frame in (("messy", messy), ("truth", truth), ("annotations", clinic_annotations(base, seed))):
         out[key] = atomic_write_text(folder / CLINIC_FILES[key], frame.to_csv(index=False, lineterminator="\n"))
+    out["consent"] = atomic_write_text(folder / CLINIC_FILES["consent"],
+                                       json.dumps(clinic_consent(base, seed), indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     return out
 
 @register_dataset("clinic")
@@ -184,6 +206,19 @@ def clinic(folder: Path | str | None = None) -> Dataset:
             "reference_standard": "progression score as recorded by Efron et al. (2004)"}
     ds = load_clean_csv("clinic", paths["messy"], paths["schema"], "progression", task="regression", card=card)
     res = ds.lifecycle["clean"]
+    # clause 5.4.1.5: only records of patients who consented to model training reach the models
+    from medwb.consent import ConsentRegistry
+    chk = ConsentRegistry(paths["consent"]).check(ds.frame, "patient_id", "model_training")
+    n0 = len(ds.frame)
+    gone = ds.frame.loc[~ds.frame.index.isin(chk.allowed.index), ["record_id", "patient_id"]]
+    rows = pd.Series(res.frame.index, index=res.frame["record_id"].astype(str)).reindex(gone["record_id"].astype(str))
+    res.log = pd.concat([res.log, pd.DataFrame({"record_id": gone["record_id"].astype(str).to_numpy(), "row": rows.to_numpy(),
+                                                "column": "*", "old": "record", "new": "dropped",
+                                                "rule": "no consent for model training"})], ignore_index=True)
+    ds = replace(ds, frame=chk.allowed.reset_index(drop=True))
+    res.steps = pd.concat([res.steps, pd.DataFrame([{"step": "consent", "rows_in": n0, "dropped": n0 - len(ds.frame),
+                                                     "rows_out": len(ds.frame), "rule": "no consent for model training"}])], ignore_index=True)
+    ds.lifecycle["consent"] = {"registry": CLINIC_FILES["consent"], "purpose": "model_training", "counts": chk.counts, "refused": chk.refused}
     ann = pd.read_csv(paths["annotations"], dtype=str, keep_default_na=False)
     expert = ann[ann["annotator"] == "expert"].set_index("item")["label"]
     ds.lifecycle.update({"truth": truth, "score": score_qc(res.before.issues, truth),

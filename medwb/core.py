@@ -57,6 +57,7 @@ class Settings:
     n_boot: int = 1000                # bootstrap resamples for confidence intervals
     min_subgroup_n: int = 30          # subgroups smaller than this are flagged
     imputation: str = "median"        # missing data: mean | median | most_frequent | knn | iterative | drop
+    kek_dir: Path | None = None       # key-encryption-key folder: sensitive artifacts are encrypted at rest when set
     project: Path | None = None       # project record (clause 4.1): intended use, ethics approval
     jobs: int = 0                     # parallel jobs; 0 = one per core
     executor: str = "process"         # process | sequential | dask
@@ -157,6 +158,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     datasets=lst("datasets"), models=lst("models"), seeds=seeds, evaluation=evaluation,
                     folds=folds, repeats=repeats, rounds=rounds, threshold=threshold, n_boot=n_boot, min_subgroup_n=min_n,
                     imputation=imputation,
+                    kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler,
                     model_params=model_params, dataset_specs=dataset_specs)

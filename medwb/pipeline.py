@@ -79,6 +79,7 @@ class Job:
     project: str | None = None                    # project record (project.yml)
     inputs: dict = field(default_factory=dict)   # everything hashed into the version id
     data_report: dict | None = None               # model jobs: the data report of this dataset version (not hashed)
+    kek_dir: str | None = None                    # encrypt sensitive artifacts at rest with this key folder (medwb.crypto)
 
     @property
     def version_id(self) -> str: return hash_json(self.inputs)[:16]
@@ -134,8 +135,10 @@ def build_matrix(settings: Settings) -> list[Job]:
                 inputs = {"dataset": d, "dataset_fingerprint": fp, "model": m, "params": params, "seed": s,
                           "task": ds.task, "evaluation": ev, "project": project_hash,
                           "medwb_version": medwb.__version__, "code": code, "template": th, "environment": env}
+                if settings.kek_dir: inputs["encrypted_at_rest"] = True   # the version's files differ, so its id does too
                 j = Job(d, m, s, ds.task, params, ev, str(tpl), str(settings.reports_dir),
-                        str(settings.path) if settings.path else None, str(project) if project else None, inputs)
+                        str(settings.path) if settings.path else None, str(project) if project else None, inputs,
+                        kek_dir=str(settings.kek_dir) if settings.kek_dir else None)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
     return jobs
 
@@ -184,6 +187,9 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
             **({"data_report": job.data_report} if job.data_report else {})}
     try:
         metrics = execute_report(job, stage, prov)
+        if job.kek_dir:   # clause 5.1.1.3: predictions, data extracts and the fitted model are stored encrypted, before hashing
+            from medwb.crypto import KekStore, encrypt_sensitive
+            encrypt_sensitive(stage, KekStore(job.kek_dir), remove_plaintext=True)
         headline = _headline(job.task, metrics)
         wall = round(time.perf_counter() - t0, 3)
         pk = installed_packages()

@@ -318,6 +318,15 @@ class MappingTable:
         for p in self.entries: self._decrypt(p)
         return len(self.entries)
 
+    def remove(self, subject: str) -> int:
+        "Drop the entries whose pseudonym or original value is `subject` (consent withdrawal); how many were dropped."
+        gone = [p for p in self.entries if p == str(subject) or self._decrypt(p) == str(subject)]
+        for p in gone: del self.entries[p]
+        if gone and (self.path or self.log):
+            self._append_log(user="medwb", pseudonym=",".join(gone), reason="consent withdrawn: entry removed",
+                             table=str(self.path), domain=None, outcome="removed")
+        return len(gone)
+
 # %% ../nbs/01g_privacy.ipynb #c016
 def pseudonymise_frame(frame: pd.DataFrame, # the table with direct identifiers
                        columns: dict | list, # column → domain (a list: each column is its own domain)

@@ -118,20 +118,22 @@ def test_cleaning_reconciles_record_counts(ds):
     assert (st["rows_in"] - st["dropped"] == st["rows_out"]).all(), st
     assert (st["rows_in"].iloc[1:].to_numpy() == st["rows_out"].iloc[:-1].to_numpy()).all(), st   # steps chain
     assert st["rows_in"].iloc[0] == n_file == len(raw)
-    assert st["rows_out"].iloc[-1] == len(ds.frame) == len(res.frame)
+    assert st["rows_out"].iloc[-1] == len(ds.frame)                        # after the consent check (clause 5.4.1.5)
+    assert st.set_index("step").loc["missing", "rows_out"] == len(res.frame)  # after cleaning
     assert st["dropped"].sum() == n_file - len(ds.frame) > 0
 
 
 def test_every_dropped_record_is_in_the_log(ds):
     res, raw = ds.lifecycle["clean"], ds.lifecycle["raw"]
     assert list(res.log.columns) == LOG_COLUMNS
-    gone = sorted(set(range(len(raw))) - set(res.frame.index))
+    kept = set(res.frame.index[res.frame["record_id"].astype(str).isin(ds.frame["record_id"].astype(str))])   # raw rows that reach models
+    gone = sorted(set(range(len(raw))) - kept)
     star = res.log[res.log["column"] == "*"]
     assert not star["row"].duplicated().any(), "a record is dropped twice"
     assert sorted(star["row"]) == gone
     assert (star["new"] == "dropped").all()
     assert (star["record_id"].to_numpy() == raw["record_id"].astype(str).to_numpy()[star["row"].astype(int)]).all()
-    assert set(star["rule"]) <= {RULES[k] for k in ("duplicate", "key_duplicate", "source_conflict", "missing")}
+    assert set(star["rule"]) <= {RULES[k] for k in ("duplicate", "key_duplicate", "source_conflict", "missing")} | {"no consent for model training"}
     # the per-step counts agree with the log
     for _, step in res.steps.iloc[1:].iterrows():
         assert (star["rule"] == step["rule"]).sum() == step["dropped"], step

@@ -42,7 +42,7 @@ def test_data_card_fingerprints_match_the_loaders():
     card = (ROOT / "data" / "README.md").read_text()
     for name in ("breast_cancer", "diabetes", "clinic"):
         assert dataset_card(load_dataset(name))["fingerprint"] in card, name
-    for f in ("clinic_messy.csv", "clinic_truth.csv", "clinic_annotations.csv"):
+    for f in ("clinic_messy.csv", "clinic_truth.csv", "clinic_annotations.csv", "clinic_consent.json"):
         assert f"{sha256_file(ROOT / 'data' / f)}  {f}" in card, f
 
 
