@@ -136,6 +136,12 @@ register_model("svm", "Support vector machine, RBF kernel (Platt-scaled probabil
 register_model("mlp", "Multi-layer perceptron in PyTorch (Adam, L2 weight decay)",
                lambda s: TorchMLPClassifier(random_state=s), lambda s: TorchMLPRegressor(random_state=s))
 
+def _dp_mlp(seed: int):
+    from medwb.dp import DPMLPClassifier   # Opacus is imported only when this model is used
+    return DPMLPClassifier(random_state=seed)
+
+register_model("dp_mlp", "Multi-layer perceptron trained with DP-SGD (Opacus; ε, δ in settings, clause 5.4)", _dp_mlp)
+
 # %% ../nbs/03_models.ipynb #c008
 def make_model(name: str, task: str, seed: int = 0, params: dict | None = None) -> BaseEstimator:
     "An unfitted estimator of family `name` for `task`, seeded, with `params` applied."
