@@ -491,18 +491,26 @@ def write_index(reports_dir: Path | str) -> Path:
     "Write reports/index.html from the versions and failed records on disk; return its path."
     root = Path(reports_dir)
     vs = list_versions(root)
+    from medwb.consent import stale_versions   # versions trained on data a subject has since withdrawn (clause 5.4.1.6)
+    stale = stale_versions(root)
     rel = lambda p, f: html.escape((Path(p).relative_to(root) / f).as_posix())
     rows = []
     for v in vs:
         ok = v["status"] == "ok"
+        cls = "ok" if ok else "failed"
+        status = _fmt(v["status"])
+        if ok and v.get("version_id") in stale:   # still readable, but trained on withdrawn data: retrain
+            cls, status = "failed", f'stale <span title="{html.escape(str(stale[v["version_id"]]))}">(retrain: data withdrawn)</span>'
         link = (f'<a href="{rel(v["path"], "report.html")}">report</a>' if ok else
                 f'<a href="{rel(v["path"], FAILED_JSON)}">error</a> · <a href="{rel(v["path"], "report.ipynb")}">notebook</a>')
         rows.append(f'<tr><td>{_fmt(v.get("dataset"))}</td><td>{_fmt(v.get("model"))}</td><td><code>{_fmt(v.get("version_id"))}</code></td>'
-                    f'<td class="{"ok" if ok else "failed"}">{_fmt(v["status"])}</td><td>{_fmt(v.get("seed"))}</td>'
+                    f'<td class="{cls}">{status}</td><td>{_fmt(v.get("seed"))}</td>'
                     f'<td>{_fmt(v.get("evaluation"))}</td><td style="text-align:left">{_headline(v)}</td>'
                     f'<td>{_fmt((v.get("created") or "")[:19].replace("T", " "))}</td><td><code>{_fmt(v.get("parent"))}</code></td><td>{link}</td></tr>')
     n_ok = sum(v["status"] == "ok" for v in vs)
-    body = [f"<h1>medwb reports</h1><p>{n_ok} published version(s), {len(vs) - n_ok} failed record(s). "
+    n_stale = sum(v["status"] == "ok" and v.get("version_id") in stale for v in vs)
+    body = [f"<h1>medwb reports</h1><p>{n_ok} published version(s)" + (f" ({n_stale} stale: trained on data since withdrawn)" if n_stale else "")
+            + f", {len(vs) - n_ok} failed record(s). "
             f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Newest first.</p>",
             "<table><tr><th>dataset</th><th>model</th><th>version</th><th>status</th><th>seed</th><th>evaluation</th>"
             "<th>headline metrics (test)</th><th>created (UTC)</th><th>parent</th><th>files</th></tr>", *rows, "</table>"]

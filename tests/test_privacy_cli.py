@@ -1,0 +1,104 @@
+"The privacy stage through the `medwb` command and the run: withdrawal → stale versions, encryption at rest, de-identification, scrubbing, pseudonyms."
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+from conftest import medwb, write_settings
+from medwb.core import read_json, verify_manifest
+
+SMALL = {"datasets": "breast_cancer", "models": "dummy", "seeds": "0", "executor": "sequential", "n_boot": "200"}
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    k = tmp_path / "keys" / "pseudonym.key"
+    k.parent.mkdir()
+    k.write_text(os.urandom(32).hex()); k.chmod(0o600)
+    return k
+
+
+def test_withdrawal_deletes_only_that_subject_and_marks_versions_stale(tmp_path):
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports")})
+    r = medwb("run", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = tmp_path / "ward.csv"
+    data.write_text("record_id,patient,glucose\nwdbc-0001,P1,5.1\nwdbc-0002,P2,6.2\nwdbc-0003,P1,7.0\nwdbc-0004,P3,4.4\n")
+    from medwb.consent import ConsentRegistry
+    reg = ConsentRegistry(tmp_path / "consent.json")
+    for p in ("P1", "P2", "P3"): reg.record(p, "given", scope=["model_training", "evaluation"], basis="form v1", date="2020-01-01")
+    bad = medwb("withdraw", "P9", "--registry", str(tmp_path / "consent.json"), "--data", f"{data}:patient", settings=s)
+    assert bad.returncode == 2 and "P9" in bad.stderr and data.read_text().count("\n") == 5       # unknown subject: nothing deleted
+    r = medwb("withdraw", "P1", "--registry", str(tmp_path / "consent.json"), "--data", f"{data}:patient",
+              "--dataset", "breast_cancer", "--reason", "patient request 2026-11-24", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert data.read_text() == "record_id,patient,glucose\nwdbc-0002,P2,6.2\nwdbc-0004,P3,4.4\n"     # only P1's rows went
+    assert ConsentRegistry(tmp_path / "consent.json").get("P1")["status"] == "withdrawn"
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "stale" in index and "retrain: data withdrawn" in index
+    for m in (tmp_path / "reports").glob("*/*/*/manifest.json"):                              # versions themselves untouched
+        assert verify_manifest(m.parent) == {"changed": [], "missing": [], "extra": []}
+
+
+def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
+    keys = tmp_path / "kek"; (tmp_path / "data").mkdir()
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "kek_dir": str(keys),
+                                  "data_dir": str(tmp_path / "data")})   # keys apart from the data
+    r = medwb("keys", "init", settings=s)
+    assert r.returncode == 0 and "kek-0001" in r.stdout, r.stdout + r.stderr
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    r = medwb("run", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = next((tmp_path / "reports" / "breast_cancer" / "dummy").glob("*/manifest.json")).parent
+    names = set(read_json(v / "manifest.json")["files"])
+    assert {"predictions.csv.enc", "model.joblib.enc"} <= names and not ({"predictions.csv", "model.joblib"} & names)
+    assert verify_manifest(v) == {"changed": [], "missing": [], "extra": []}
+    m = read_json(v / "metrics.json")
+    assert m["privacy"]["encryption"]["at_rest"] and m["privacy"]["encryption"]["kek_id"] == "kek-0001"
+    assert "encrypted" in (v / "report.html").read_text()
+    enc = str(v / "predictions.csv.enc")
+    r = medwb("keys", "status", enc, settings=s)
+    assert r.returncode == 0 and "kek-0001" in r.stdout and "AES-256-GCM" in r.stdout.upper().replace("AES256", "AES-256")
+    # rotation re-wraps a copy without re-encrypting it; the old key retired, the copy still decrypts
+    copy = tmp_path / "pred.enc"; shutil.copy(enc, copy)
+    assert medwb("keys", "rotate", settings=s).returncode == 0
+    r = medwb("keys", "rewrap", str(copy), settings=s)
+    assert r.returncode == 0 and "kek-0002" in r.stdout, r.stdout + r.stderr
+    r = medwb("keys", "retire", "kek-0001", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from medwb.crypto import KekStore, decrypt_bytes
+    store = KekStore(keys)
+    assert decrypt_bytes(copy.read_bytes(), store).decode().startswith("record_id")
+    with pytest.raises(Exception, match="kek-0001"): decrypt_bytes(Path(enc).read_bytes(), store)
+
+
+def test_deid_scrub_and_pseudonymise_commands(tmp_path, key_file):
+    (tmp_path / "data").mkdir()
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "data_dir": str(tmp_path / "data")})
+    src = tmp_path / "dicom"; src.mkdir()
+    shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm", src / "a.dcm")
+    (src / "broken.dcm").write_bytes(b"not a dicom file")
+    r = medwb("deid", str(src), str(tmp_path / "out"), "--key-file", str(key_file), settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    outs = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(outs) == 1 and "unparsable" in r.stdout
+    ds = pydicom.dcmread(outs[0])
+    assert ds.PatientIdentityRemoved == "YES" and "CompressedSamples" not in str(ds.PatientName)
+    note = tmp_path / "note.txt"
+    note.write_text("患者王小明，身份证号11010519491231002X，电话13812345678，于2023年5月1日入住北京协和医院。", encoding="utf-8")
+    r = medwb("scrub", str(note), settings=s)
+    assert r.returncode == 0 and "11010519491231002X" not in r.stdout and "13812345678" not in r.stdout and "[ID]" in r.stdout
+    csv = tmp_path / "people.csv"; csv.write_text("name,phone,glucose\n王伟,13800138000,5.1\n李娜,13912345678,7.3\n", encoding="utf-8")
+    r = medwb("pseudonymise", str(csv), str(tmp_path / "pseudo.csv"), "--columns", "name,phone",
+              "--mapping", str(tmp_path / "keys" / "map.json"), "--key-file", str(key_file), settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = pd.read_csv(tmp_path / "pseudo.csv", dtype=str)
+    assert out["name"].str.startswith("P-").all() and "13800138000" not in (tmp_path / "pseudo.csv").read_text()
+    assert key_file.read_text() not in r.stdout + r.stderr + (tmp_path / "keys" / "map.json").read_text()
