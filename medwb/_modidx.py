@@ -583,6 +583,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'medwb.reports._fmt_ci': ('reports.html#_fmt_ci', 'medwb/reports.py'),
                                'medwb.reports._headline': ('reports.html#_headline', 'medwb/reports.py'),
                                'medwb.reports._key_packages': ('reports.html#_key_packages', 'medwb/reports.py'),
+                               'medwb.reports._privacy_facts': ('reports.html#_privacy_facts', 'medwb/reports.py'),
                                'medwb.reports.applies': ('reports.html#applies', 'medwb/reports.py'),
                                'medwb.reports.assert_offline': ('reports.html#assert_offline', 'medwb/reports.py'),
                                'medwb.reports.card_table': ('reports.html#card_table', 'medwb/reports.py'),

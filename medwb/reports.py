@@ -389,7 +389,13 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
             "comparisons": comps, "small_subgroups": small, "no_subgroups": sg is None and "subgroups" in record.get("not_applicable", {}),
             "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
             "explained": "explanations" in record, "data_report": bool(record.get("data_report")),
-            "annotations": bool((ds.lifecycle or {}).get("annotations"))}
+            "annotations": bool((ds.lifecycle or {}).get("annotations")),
+            "privacy": _privacy_facts(record.get("privacy"))}
+
+def _privacy_facts(p: dict | None) -> dict | None:
+    if not p: return None
+    return {"k": (p.get("k_anonymity") or {}).get("k"), "consent": bool(p.get("consent")),
+            "encrypted": bool((p.get("encryption") or {}).get("at_rest")), "dp": bool(p.get("differential_privacy"))}
 
 # %% ../nbs/05_reports.ipynb #c026
 def provenance_table(prov: dict) -> pd.DataFrame:
