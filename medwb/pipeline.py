@@ -43,7 +43,9 @@ def ensure_kernel() -> str:
     "Install (once per interpreter) a kernelspec that runs this interpreter; return its name."
     base = Path(tempfile.gettempdir()) / f"medwb-jupyter-{hash_json(sys.executable)[:12]}"
     spec = base / "kernels" / KERNEL_NAME / "kernel.json"
-    want = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=ERROR"],
+    # CRITICAL: the kernel logs a harmless "KeyboardInterrupt caught" at ERROR when papermill shuts it down;
+    # errors of the notebook itself still reach papermill and the failed record.
+    want = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=CRITICAL"],
             "display_name": f"medwb ({sys.executable})", "language": "python", "env": KERNEL_ENV}
     if not spec.exists() or json.loads(spec.read_text()) != want: write_json(spec, want)
     paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
