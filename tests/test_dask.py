@@ -28,7 +28,7 @@ def test_matrix_runs_on_a_dask_cluster(cluster, tmp_path):
     # the same matrix again through the CLI flag: every job is a cache hit
     r = medwb("run", "--scheduler", cluster.scheduler_address, settings=s)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "executor=dask" in r.stdout and "0 executed, 4 cached" in r.stdout
+    assert "executor=dask" in r.stdout and "0 executed, 6 cached" in r.stdout
 
 
 def test_dask_results_equal_process_pool_results(cluster, tmp_path):
