@@ -665,5 +665,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'medwb.uncertainty.confidence_intervals': ( 'uncertainty.html#confidence_intervals',
                                                                                'medwb/uncertainty.py'),
                                    'medwb.uncertainty.delong_test': ('uncertainty.html#delong_test', 'medwb/uncertainty.py'),
+                                   'medwb.uncertainty.mean_ci': ('uncertainty.html#mean_ci', 'medwb/uncertainty.py'),
                                    'medwb.uncertainty.paired_differences': ( 'uncertainty.html#paired_differences',
                                                                              'medwb/uncertainty.py')}}}

@@ -12,8 +12,8 @@ from .core import MedwbError
 from .evaluate import classification_metrics, regression_metrics
 
 # %% auto #0
-__all__ = ['bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'confidence_intervals', 'paired_differences',
-           'delong_test']
+__all__ = ['bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'confidence_intervals', 'mean_ci',
+           'paired_differences', 'delong_test']
 
 # %% ../nbs/04a_uncertainty.ipynb #c004
 _TASKS = ("classification", "regression")
@@ -181,6 +181,21 @@ def confidence_intervals(y,                       # outcomes (0/1 for classifica
     return res
 
 # %% ../nbs/04a_uncertainty.ipynb #c026
+def mean_ci(values,                  # one number per item (image, patient); NaN = undefined for that item
+            n_boot: int = 1000,      # bootstrap resamples
+            seed: int = 0,           # seed of the resampling
+            alpha: float = 0.05,     # 1 - confidence level
+           ) -> dict:                # {estimate, lo, hi, n, n_undefined}
+    "Mean of per-item values with a percentile bootstrap interval over items."
+    _check_alpha(alpha)
+    v = np.asarray(values, dtype=float).ravel()
+    ok = v[~np.isnan(v)]
+    if len(ok) == 0: raise MedwbError(f"mean_ci: none of the {len(v)} values is a number")
+    W = bootstrap_weights(np.zeros(len(ok)), n_boot, seed, stratified=False)
+    lo, hi, _ = _interval(W @ ok / len(ok), alpha)
+    return {"estimate": float(ok.mean()), "lo": lo, "hi": hi, "n": int(len(ok)), "n_undefined": int(len(v) - len(ok))}
+
+# %% ../nbs/04a_uncertainty.ipynb #c029
 def paired_differences(y,                         # outcomes (0/1 for classification)
                        score_a,                   # model A's scores
                        score_b,                   # model B's scores, for the same rows
@@ -208,7 +223,7 @@ def paired_differences(y,                         # outcomes (0/1 for classifica
         res[m] = r
     return res
 
-# %% ../nbs/04a_uncertainty.ipynb #c029
+# %% ../nbs/04a_uncertainty.ipynb #c032
 def _delong_parts(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     "AUC and the placement values V10 (per positive) and V01 (per negative), from midranks (Sun & Xu 2014)."
     x, z = s[y == 1], s[y == 0]; m, n = len(x), len(z)
