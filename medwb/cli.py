@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="execute the run matrix (datasets × models × seeds)")
     r.add_argument("--datasets", help="comma-separated dataset names")
     r.add_argument("--models", help="comma-separated model names")
+    r.add_argument("--imaging", help="comma-separated DATASET:NETWORK imaging jobs, or none")
     r.add_argument("--seeds", help="comma-separated integer seeds")
     r.add_argument("--evaluation", help="holdout, kfold, repeated_kfold or bootstrap")
     r.add_argument("--folds", type=int, help="k for (repeated) k-fold")
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over = {"reports_dir": a.reports_dir}
         if a.cmd == "run":
-            over.update(datasets=a.datasets, models=a.models, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
+            over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
                         jobs=a.jobs, executor=("dask" if a.scheduler else a.executor), scheduler=a.scheduler)
         settings = load_settings(a.settings, **over)
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce,

@@ -64,6 +64,8 @@ class Settings:
     scheduler: str | None = None      # Dask scheduler address for executor=dask
     model_params: dict = field(default_factory=dict)   # {model: {param: value}} from [model.NAME]
     dataset_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [dataset.NAME]
+    imaging: tuple = ()               # imaging run matrix: (dataset, network) pairs (clause 6.2.3)
+    imaging_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [imaging.NAME]
 
     @property
     def n_jobs(self) -> int:
@@ -83,6 +85,18 @@ def _literal(section: str, key: str, raw: str) -> Any:
 def _as_int(key: str, raw: Any) -> int:
     try: return int(str(raw).strip())
     except ValueError: raise SettingsError(f"settings.ini [medwb] {key} = {raw!r} is not an integer") from None
+
+def _imaging_pairs(raw: Any) -> tuple[tuple[str, str], ...]:
+    "`imaging = lesions:small_cnn, lesions:unet` as ((dataset, network), ...); empty or 'none' = no imaging jobs."
+    items = tuple(raw) if isinstance(raw, (list, tuple)) else _split_list(str(raw))
+    if items in ((), ("none",)): return ()
+    pairs = []
+    for it in items:
+        d, sep, m = str(it).partition(":")
+        if not sep or not d.strip() or not m.strip():
+            raise SettingsError(f"settings.ini [medwb] imaging: {it!r} is not DATASET:NETWORK (e.g. lesions:small_cnn)")
+        pairs.append((d.strip(), m.strip()))
+    return tuple(pairs)
 
 def find_settings(start: Path | str | None = None) -> Path:
     "The settings.ini to use: $MEDWB_SETTINGS, else the nearest one with a [medwb] section upwards from `start`."
@@ -143,15 +157,18 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     scheduler = str(raw.get("scheduler") or "").strip() or None
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
-    model_params, dataset_specs = {}, {}
+    model_params, dataset_specs, imaging_specs = {}, {}, {}
     for sec in cp.sections():
         kind, _, name = sec.partition(".")
         if kind == "model" and name:
             model_params[name] = {k: _literal(sec, k, v) for k, v in cp[sec].items()}
         elif kind == "dataset" and name:
             dataset_specs[name] = dict(cp[sec])
+        elif kind == "imaging" and name:
+            imaging_specs[name] = dict(cp[sec])
         elif sec != "medwb":
-            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME] or [dataset.NAME])")
+            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME] or [imaging.NAME])")
+    imaging = _imaging_pairs(raw.get("imaging") or "")
     return Settings(path=path.resolve(), data_dir=(root / str(raw["data_dir"]).strip()).resolve(),
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),
                     templates_dir=(root / str(raw.get("templates_dir") or "nbs/reports").strip()).resolve(),
@@ -161,7 +178,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler,
-                    model_params=model_params, dataset_specs=dataset_specs)
+                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs)
 
 # %% ../nbs/00_core.ipynb #c014
 def seed_everything(seed: int) -> np.random.Generator:

@@ -27,9 +27,9 @@ from .reports import (FAILED_DIR, FAILED_JSON, HEADLINE, STAGING_DIR, latest_ver
                            version_dir, write_index)
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job', 'evaluation_config',
-           'build_matrix', 'execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest',
-           'reproduce']
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job',
+           'evaluation_config', 'build_matrix', 'dataset_fingerprint', 'execute_report', 'run_job', 'check_writable',
+           'run_matrix', 'job_from_manifest', 'reproduce']
 
 # %% ../nbs/06_pipeline.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -54,7 +54,9 @@ def ensure_kernel() -> str:
 
 # %% ../nbs/06_pipeline.ipynb #c006
 TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb",   # one template per kind of report
-             "data": "data.ipynb"}
+             "data": "data.ipynb", "image_classification": "imaging.ipynb", "segmentation": "imaging.ipynb"}
+IMAGING_TASKS = ("image_classification", "segmentation")
+_IMAGING_NETWORKS = ("small_cnn", "resnet", "densenet121", "unet")   # medwb.imaging_models.NETWORKS (asserted below), without importing torch
 DATA_MODEL = "data"   # data reports are published as reports/<dataset>/data/<version>/
 
 def template_hash(path: Path | str) -> str:
@@ -117,8 +119,15 @@ def _data_job(d: str, ds, settings: Settings, common: dict, project: Path | None
 
 def build_matrix(settings: Settings) -> list[Job]:
     "Validated jobs: one data report per dataset, then datasets × models × seeds."
+    imaging_nets = {m for _, m in settings.imaging}
+    if imaging_nets or any(n in _IMAGING_NETWORKS for n in settings.model_params):
+        from medwb.imaging_models import NETWORKS, split_params
+        imaging_nets |= set(NETWORKS) & set(settings.model_params)
+        for name in imaging_nets:
+            if name not in NETWORKS: raise MedwbError(f"unknown imaging network {name!r}; choose one of {', '.join(NETWORKS)}")
+            split_params(settings.model_params.get(name))
     for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
-        model_params(name, "classification", settings.model_params.get(name))
+        if name not in imaging_nets: model_params(name, "classification", settings.model_params.get(name))
     env, code = environment_fingerprint(), code_fingerprint()
     project = settings.project if settings.project and settings.project.exists() else None
     project_hash = sha256_file(project) if project else None
@@ -142,9 +151,39 @@ def build_matrix(settings: Settings) -> list[Job]:
                         str(settings.path) if settings.path else None, str(project) if project else None, inputs,
                         kek_dir=str(settings.kek_dir) if settings.kek_dir else None)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
+    imaging = [j for j in _imaging_jobs(settings, common, project) if j.version_id not in seen]
+    data = [j for j in jobs if j.task == "data"]
+    return data + imaging + [j for j in jobs if j.task != "data"]   # the long imaging jobs start first
+
+def _imaging_jobs(settings: Settings, common: dict, project: Path | None) -> list[Job]:
+    "One job per (imaging dataset, network) pair × seed (clause 6.2.3)."
+    if not settings.imaging: return []
+    from medwb.imaging_models import load_imaging_dataset, network_task
+    tpl = settings.templates_dir / TEMPLATES["image_classification"]
+    if not tpl.exists(): raise MedwbError(f"imaging report template not found: {tpl}")
+    th, loaded, jobs = template_hash(tpl), {}, []
+    ev = {"method": "holdout", "threshold": settings.threshold, "n_boot": settings.n_boot}
+    for d, m in settings.imaging:
+        task = network_task(m)
+        ds = loaded.get(d) or loaded.setdefault(d, load_imaging_dataset(d, settings))
+        if task == "segmentation" and ds.masks is None:
+            raise MedwbError(f"imaging: {d}:{m} segments, but dataset {d} has no masks")
+        params = dict(settings.model_params.get(m, {}))
+        for s in settings.seeds:
+            inputs = {"dataset": d, "dataset_fingerprint": ds.fingerprint, "model": m, "params": params, "seed": s,
+                      "task": task, "evaluation": ev, **common, "template": th}
+            jobs.append(Job(d, m, s, task, params, ev, str(tpl), str(settings.reports_dir),
+                            str(settings.path) if settings.path else None, str(project) if project else None, inputs))
     return jobs
 
-# %% ../nbs/06_pipeline.ipynb #c010
+def dataset_fingerprint(name: str, task: str, settings: Settings) -> str:
+    "The current fingerprint of a tabular or imaging dataset."
+    if task in IMAGING_TASKS:
+        from medwb.imaging_models import load_imaging_dataset
+        return load_imaging_dataset(name, settings).fingerprint
+    return load_dataset(name, settings).fingerprint
+
+# %% ../nbs/06_pipeline.ipynb #c012
 def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
     "Execute `job`'s report notebook into `out_dir` (report.ipynb, report.html, metrics.json, ...); return the metrics."
     import papermill as pm
@@ -172,7 +211,7 @@ def _headline(task: str, metrics: dict) -> dict:
 
 def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-# %% ../nbs/06_pipeline.ipynb #c011
+# %% ../nbs/06_pipeline.ipynb #c013
 def run_job(job: Job, command: str = "medwb run") -> dict:
     "Run one job unless its version is published; publish atomically or leave a failed record."
     t0, vid = time.perf_counter(), job.version_id
@@ -224,7 +263,7 @@ def _record_failure(job: Job, stage: Path, prov: dict, e: Exception, res: dict, 
     write_json(dest / FAILED_JSON, info)
     return {**res, "status": "failed", "seconds": info["wall_time_s"], "path": str(dest), "error": err.splitlines()[-1][:300] if err else ""}
 
-# %% ../nbs/06_pipeline.ipynb #c013
+# %% ../nbs/06_pipeline.ipynb #c015
 def check_writable(folder: Path | str) -> Path:
     "Create `folder` if needed and prove it is writable, with an error that names it."
     folder = Path(folder)
@@ -286,7 +325,7 @@ def _execute(jobs: list[Job], settings: Settings, command: str):
         finally: client.close()
     else: raise MedwbError(f"unknown executor {settings.executor!r}")
 
-# %% ../nbs/06_pipeline.ipynb #c015
+# %% ../nbs/06_pipeline.ipynb #c017
 def job_from_manifest(manifest: dict, settings: Settings) -> Job:
     "Rebuild the job of a published version from its manifest."
     inp = manifest["inputs"]
@@ -301,7 +340,7 @@ def reproduce(version_path: Path | str, settings: Settings) -> dict:
     man = read_json(vp / MANIFEST)
     job = job_from_manifest(man, settings)
     now = {"code": code_fingerprint(), "environment": environment_fingerprint(), "template": template_hash(job.template),
-           "dataset_fingerprint": load_dataset(job.dataset, settings).fingerprint,
+           "dataset_fingerprint": dataset_fingerprint(job.dataset, job.task, settings),
            "project": sha256_file(job.project) if job.project else None}
     changes = [k for k, v in now.items() if man["inputs"].get(k) != v]
     t0 = time.perf_counter()

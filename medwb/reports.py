@@ -270,7 +270,9 @@ CI_ROWS = {"classification": ["roc_auc", "pr_auc", "accuracy", "sensitivity", "s
            "regression": ["mse", "rmse", "mae", "r2"]}
 REGRESSION_ROWS = ["n", "mse", "rmse", "mae", "r2"]
 HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae"),
-            "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall")}
+            "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall"),
+            "image_classification": ("roc_auc", "accuracy", "sensitivity", "specificity", "pointing_game"),
+            "segmentation": ("dice", "iou", "lesion_sensitivity")}
 
 def parts_table(ev, max_parts: int = 12) -> pd.DataFrame:
     "Metrics (rows) × evaluated parts (columns)."
