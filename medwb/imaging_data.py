@@ -52,9 +52,12 @@ def make_lesion_images(n: int = 400,             # number of images
                        confounder: bool = False,  # add the label-correlated corner marker (control)
                        contrast: float = 0.15,    # lesion intensity change before the scanner gain
                        noise: float = 0.05,       # standard deviation of the Gaussian noise
+                       marker_p: tuple = _MARKER_P,  # with confounder: P(marker | negative), P(marker | positive)
                        ) -> dict:
     "Synthetic 2D lesion images with masks, labels and per-image metadata; identical for the same arguments."
     _check_params(n, size, seed, prevalence, contrast, noise)
+    if not (len(marker_p) == 2 and all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in marker_p)):
+        raise MedwbError(f"make_lesion_images: marker_p must be two probabilities, got {marker_p!r}")
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     labels = (rng.random(n) < prevalence).astype(np.int64)
@@ -93,7 +96,7 @@ def make_lesion_images(n: int = 400,             # number of images
         sc = int(rng.integers(N_SCANNERS))
         gain, off = scan_gain[sc] * rng.uniform(0.95, 1.05), scan_off[sc] + rng.uniform(-0.02, 0.02)
         img = gain * img + off + rng.normal(0, noise, img.shape)
-        marker = bool(confounder and rng.random() < _MARKER_P[int(labels[i])])
+        marker = bool(confounder and rng.random() < marker_p[int(labels[i])])
         if marker: img[m0:m0 + k, m0:m0 + k] = 0.95
         images[i, 0], masks[i, 0], organs[i, 0] = np.clip(img, 0, 1), msk, od <= 1.0
         rows.append(dict(id=i, label=int(labels[i]), n_lesions=nl, lesion_area_px=int(msk.sum()),
@@ -103,6 +106,7 @@ def make_lesion_images(n: int = 400,             # number of images
     lcols = ["id", "lesion", "centre_x", "centre_y", "radius", "radius_minor", "angle", "polarity", "contrast"]
     params = dict(n=int(n), size=int(size), seed=int(seed), prevalence=float(prevalence), confounder=bool(confounder),
                   contrast=float(contrast), noise=float(noise), marker_box=[int(m0), int(m0 + k)])
+    if confounder: params["marker_p"] = [float(p) for p in marker_p]
     return dict(images=images, masks=masks, organs=organs, labels=labels, centres=centres, radii=radii,
                 meta=pd.DataFrame(rows), lesions=pd.DataFrame(les, columns=lcols), params=params)
 
