@@ -79,7 +79,8 @@ def _headline(h: dict | None) -> str:
 def cmd_run(a, settings) -> int:
     from medwb.pipeline import run_matrix
     t0 = time.perf_counter()
-    print(f"medwb run: {len(settings.datasets)} dataset(s) × {len(settings.models)} model(s) × {len(settings.seeds)} seed(s), "
+    img = f" + {len(settings.imaging)} imaging job(s) ({', '.join(f'{d}:{m}' for d, m in settings.imaging)})" if settings.imaging else ""
+    print(f"medwb run: {len(settings.datasets)} dataset(s) × {len(settings.models)} model(s) × {len(settings.seeds)} seed(s){img}, "
           f"executor={settings.executor}" + (f" ({settings.n_jobs} workers)" if settings.executor == "process" else "")
           + (f" at {settings.scheduler}" if settings.executor == "dask" else ""), flush=True)
     argv = ["medwb", *sys.argv[1:]] if Path(sys.argv[0]).name.startswith("medwb") else ["medwb", "run"]

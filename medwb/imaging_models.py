@@ -296,9 +296,10 @@ def plot_history(h: History, title: str = "Learning curves"):
     return fig
 
 # %% ../nbs/08c_imaging_models.ipynb #c030
-BUILTIN = {"lesions": {"generator": "lesions", "n": 600, "seed": 0, "spacing": (0.5, 0.5)},   # nominal spacing: synthetic images
-           "lesions_confounded": {"generator": "lesions", "n": 600, "seed": 0, "confounder": True, "spacing": (0.5, 0.5)}}
-_GEN_KEYS = ("n", "size", "seed", "prevalence", "confounder", "contrast", "noise")
+BUILTIN = {"lesions": {"generator": "lesions", "n": 600, "seed": 0, "contrast": 0.1, "spacing": (0.5, 0.5)},   # nominal spacing
+           "lesions_confounded": {"generator": "lesions", "n": 600, "seed": 0, "contrast": 0.1, "confounder": True,
+                                  "marker_p": (0.05, 0.95), "spacing": (0.5, 0.5)}}
+_GEN_KEYS = ("n", "size", "seed", "prevalence", "confounder", "contrast", "noise", "marker_p")
 
 @dataclass
 class ImagingDataset:

@@ -168,13 +168,13 @@ def _imaging_jobs(settings: Settings, common: dict, project: Path | None) -> lis
         ds = loaded.get(d) or loaded.setdefault(d, load_imaging_dataset(d, settings))
         if task == "segmentation" and ds.masks is None:
             raise MedwbError(f"imaging: {d}:{m} segments, but dataset {d} has no masks")
-        params = dict(settings.model_params.get(m, {}))
+        params = json.loads(json.dumps(settings.model_params.get(m, {})))   # tuples as lists: papermill would pass them as strings
         for s in settings.seeds:
             inputs = {"dataset": d, "dataset_fingerprint": ds.fingerprint, "model": m, "params": params, "seed": s,
                       "task": task, "evaluation": ev, **common, "template": th}
             jobs.append(Job(d, m, s, task, params, ev, str(tpl), str(settings.reports_dir),
                             str(settings.path) if settings.path else None, str(project) if project else None, inputs))
-    return jobs
+    return sorted(jobs, key=lambda j: j.task != "segmentation")   # segmenters train longest: they start first
 
 def dataset_fingerprint(name: str, task: str, settings: Settings) -> str:
     "The current fingerprint of a tabular or imaging dataset."
@@ -234,7 +234,7 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
         headline = _headline(job.task, metrics)
         wall = round(time.perf_counter() - t0, 3)
         pk = installed_packages()
-        keep = ("scikit-learn", "numpy", "pandas", "torch", "papermill", "nbconvert", "matplotlib", "scipy")
+        keep = ("scikit-learn", "numpy", "pandas", "torch", "monai", "captum", "papermill", "nbconvert", "matplotlib", "scipy")
         write_manifest(stage, **{k: v for k, v in prov.items()}, status="ok", dataset=job.dataset, model=job.model,
                        seed=job.seed, task=job.task, evaluation=job.evaluation["method"], params=job.params,
                        template=Path(job.template).name, headline=headline, wall_time_s=wall,

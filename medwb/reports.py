@@ -421,7 +421,7 @@ def provenance_table(prov: dict) -> pd.DataFrame:
 def _key_packages() -> str:
     from importlib import metadata
     out = []
-    for p in ("scikit-learn", "numpy", "pandas", "torch", "shap", "lime", "papermill"):
+    for p in ("scikit-learn", "numpy", "pandas", "torch", "monai", "captum", "shap", "lime", "papermill"):
         try: out.append(f"{p} {metadata.version(p)}")
         except metadata.PackageNotFoundError: pass
     return ", ".join(out)
