@@ -57,7 +57,7 @@ def test_classifier_report(run):
     assert {"figures/gallery_gradcam.png", "figures/methods.png", "figures/learning_curves.png", "checkpoints/best.pt",
             "predictions.csv"} <= files
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
-    for s in ("8. Explanations for clinicians", "9. Explanation quality, measured", "missed lesions first", "Learning curves"):
+    for s in ("8. Explanations for clinicians", "9. Explanation quality, measured", "missed lesions first", "5. Model and training"):
         assert s in html, s
     assert "shortcut check" in m.get("not_applicable", {})
     assert_offline(html)
