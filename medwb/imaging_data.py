@@ -15,7 +15,8 @@ import pandas as pd
 from .core import MedwbError
 
 # %% auto #0
-__all__ = ['N_SCANNERS', 'SPLITS', 'make_lesion_images', 'local_contrast', 'blob_scores', 'split_indices', 'save_npz', 'card']
+__all__ = ['N_SCANNERS', 'SPLITS', 'make_lesion_images', 'local_contrast', 'blob_scores', 'split_indices', 'save_npz',
+           'save_dicom_folder', 'card']
 
 # %% ../nbs/08_imaging_data.ipynb #c004
 def _soft_ellipse(yy, xx, cy, cx, ry, rx, angle, edge=1.0):
@@ -178,6 +179,50 @@ def save_npz(path: Path | str,       # destination, must end in .npz
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+# %% ../nbs/08_imaging_data.ipynb #c019e
+def save_dicom_folder(folder: Path | str,     # destination; must not exist yet
+                      data: dict,              # the output of make_lesion_images
+                      spacing=(0.5, 0.5),      # PixelSpacing (row mm, col mm) written into every file
+                      ) -> Path:
+    "Write `data` as single-frame DICOM files, PNG masks and labels.csv (file,label,mask), atomically."
+    import shutil
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    folder = Path(folder)
+    if folder.exists(): raise MedwbError(f"save_dicom_folder: {folder} exists; refusing to overwrite it")
+    img, msk, lab = np.asarray(data["images"]), np.asarray(data["masks"]), np.asarray(data["labels"])
+    if img.ndim != 4 or img.shape[1] != 1 or msk.shape != img.shape or lab.shape != (len(img),):
+        raise MedwbError(f"save_dicom_folder: images {img.shape}, masks {msk.shape}, labels {lab.shape} are not (N, 1, H, W), (N, 1, H, W), (N,)")
+    seed = data.get("params", {}).get("seed", 0)
+    uid = lambda *k: generate_uid(entropy_srcs=["medwb-lesions", str(seed), *map(str, k)])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        rows = ["file,label,mask"]
+        for i in range(len(img)):
+            fm = FileMetaDataset()
+            fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, uid("image", i)
+            fm.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset(); ds.file_meta = fm
+            ds.SOPClassUID, ds.SOPInstanceUID = fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+            ds.PatientName, ds.PatientID, ds.Modality = "SYNTHETIC^LESIONS", f"SYN{i:04d}", "OT"
+            ds.InstanceNumber, ds.ConversionType = i + 1, "SYN"
+            ds.Rows, ds.Columns = img.shape[2:]
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
+            ds.PixelData = np.round(np.clip(img[i, 0], 0, 1) * 4095).astype(np.uint16).tobytes()
+            ds.save_as(tmp / f"img{i:04d}.dcm", enforce_file_format=True)
+            Image.fromarray(msk[i, 0].astype(np.uint8) * 255).save(tmp / f"img{i:04d}_mask.png")
+            rows.append(f"img{i:04d}.dcm,{int(lab[i])},img{i:04d}_mask.png")
+        (tmp / "labels.csv").write_text("\n".join(rows) + "\n")
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return folder
 
 # %% ../nbs/08_imaging_data.ipynb #c021
 def card(data: dict | None = None) -> dict:

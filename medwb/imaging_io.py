@@ -18,8 +18,9 @@ from .core import MedwbError
 from .ingest import IngestLog
 
 # %% auto #0
-__all__ = ['MEDMNIST_KEYS', 'NORMALISATIONS', 'read_dicom_image', 'read_dicom_folder', 'read_dicom_series', 'read_image_folder',
-           'Split', 'read_medmnist_npz', 'read_nifti', 'check_mask', 'preprocess']
+__all__ = ['MEDMNIST_KEYS', 'NORMALISATIONS', 'read_dicom_image', 'read_dicom_folder', 'read_dicom_series', 'check_mask',
+           'LabelledImages', 'read_labelled_folder', 'read_image_folder', 'Split', 'read_medmnist_npz', 'read_nifti',
+           'preprocess']
 
 # %% ../nbs/08b_imaging_io.ipynb #c005
 def _dcmread(path: Path):
@@ -126,9 +127,23 @@ def read_dicom_series(folder: Path | str, # folder holding one series, one singl
     return vol, {"spacing": (dz, dy, dx), "files": [metas[i]["file"] for i in order],
                  "modality": metas[0]["modality"], "window": metas[0]["window"]}, log
 
+# %% ../nbs/08b_imaging_io.ipynb #c027
+def check_mask(image: np.ndarray, mask: np.ndarray, path: Path | str | None = None) -> np.ndarray:
+    "The mask as uint8 0/1, or MedwbError (naming `path`) when its shape differs from the image's or it is not binary."
+    mask = np.asarray(mask)
+    shape_i = tuple(np.shape(image))
+    if tuple(mask.shape) != shape_i and tuple(mask.shape) != shape_i[1:]:
+        raise MedwbError(f"mask {path}: shape {tuple(mask.shape)} does not match image shape {shape_i}")
+    vals = np.unique(mask)
+    if not np.isin(vals, (0, 1)).all():
+        raise MedwbError(f"mask {path} is not binary: values {vals[:10].tolist()}{' ...' if len(vals) > 10 else ''}")
+    return mask.astype(np.uint8)
+
 # %% ../nbs/08b_imaging_io.ipynb #c017
 _MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "F": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "LA": 2, "RGB": 3, "YCbCr": 3,
                   "RGBA": 4, "CMYK": 4, "P": 3}
+_RASTER = (".png", ".jpg", ".jpeg")
+_DICOM = (".dcm", ".dicom")
 
 def _to_array(im) -> np.ndarray:
     "A Pillow image as float32 (C, H, W) in [0, 1]."
@@ -138,53 +153,109 @@ def _to_array(im) -> np.ndarray:
     a = a.astype(np.float32) / scale
     return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
 
-def read_image_folder(folder: Path | str,        # folder of PNG/JPEG images
-                      labels_csv: Path | str,    # CSV with columns file (relative to folder), label
-                      size: int | tuple[int, int] | None = None,  # resize every image to (H, W); None: all must match
-                      channels: int | None = 1,  # 1: convert to grey; 3: convert to RGB; None: refuse mixed channel counts
-                      ) -> tuple[np.ndarray, pd.DataFrame, IngestLog]:
-    "Labelled PNG/JPEG images as `(N, C, H, W)` float32 in [0, 1], a metadata row each, and the log of dropped rows."
+def _open_raster(f: Path):
+    "A decoded Pillow image, or MedwbError."
     from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(f) as im: im.load(); return im.copy()
+    except (UnidentifiedImageError, OSError) as e: raise MedwbError(f"not a readable image: {e}") from None
+
+def _open_dicom(f: Path, window):
+    "A single-frame DICOM as a Pillow float image in [0, 1] (windowed, else min-max) and its pixel spacing."
+    from PIL import Image
+    a, m = read_dicom_image(f, window)
+    if m["frames"] != 1: raise MedwbError(f"{f.name} is multi-frame ({m['frames']} frames); list one image per file")
+    a = a[0]
+    if window is None:
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(a.astype(np.float32)), m["pixel_spacing"]
+
+def _read_mask(f: Path, shape: tuple, label_line: str):
+    "A mask file (PNG/TIFF/...) as uint8 0/1 of `shape`; 0/255 masks accepted; MedwbError otherwise."
+    if not f.is_file(): raise MedwbError(f"mask {f.name} listed on {label_line} does not exist")
+    m = np.asarray(_open_raster(f))
+    if m.ndim != 2: raise MedwbError(f"mask {f.name} has {m.shape[-1]} channels; a mask is one grey channel")
+    if set(np.unique(m).tolist()) <= {0, 255}: m = m // 255
+    return check_mask(np.zeros(shape), m, f.name)
+
+class LabelledImages(NamedTuple):
+    "What `read_labelled_folder` returns."
+    images: np.ndarray            # (N, C, H, W) float32 in [0, 1]
+    masks: np.ndarray | None      # (N, 1, H, W) uint8 0/1, or None when the CSV has no mask column
+    meta: pd.DataFrame            # one row per loaded image
+    log: IngestLog                # every listed row read, loaded or dropped with its reason
+
+def read_labelled_folder(folder: Path | str,        # folder of PNG/JPEG and/or single-frame DICOM images
+                         labels_csv: Path | str,    # CSV: file (relative to folder), label[, mask (relative; empty = no lesion)]
+                         size: int | tuple[int, int] | None = None,  # resize every image (and mask) to (H, W); None: all must match
+                         channels: int | None = 1,  # 1: grey; 3: RGB; None: keep, all must match the first image
+                         window=None,               # DICOM: None (min-max per image), 'file' or (center, width)
+                         ) -> LabelledImages:
+    "Labelled images (and masks) listed in a CSV; every row that cannot be used is dropped, named and logged."
+    from PIL import Image
     folder, labels_csv = Path(folder), Path(labels_csv)
     if not folder.is_dir(): raise MedwbError(f"{folder} is not a folder")
-    if not any(p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in folder.rglob("*")):
-        raise MedwbError(f"{folder} holds no PNG or JPEG images")
+    if not any(p.suffix.lower() in _RASTER + _DICOM for p in folder.rglob("*")):
+        raise MedwbError(f"{folder} holds no PNG, JPEG or DICOM (.dcm) images")
     if channels not in (1, 3, None): raise MedwbError(f"channels must be 1, 3 or None, got {channels!r}")
     if isinstance(size, int): size = (size, size)
     if not labels_csv.is_file(): raise MedwbError(f"{labels_csv} does not exist")
     with open(labels_csv, newline="", encoding="utf-8-sig") as f: rows = list(csv.DictReader(f))
     missing = {"file", "label"} - set(rows[0] if rows else {})
     if missing: raise MedwbError(f"{labels_csv} lacks column(s) {', '.join(sorted(missing))} (needs file,label) or has no rows")
-    log = IngestLog(str(folder), n_read=len(rows), details={"format": "image folder", "labels": str(labels_csv)})
-    arrs, metas = [], []
+    with_masks = "mask" in rows[0]
+    log = IngestLog(str(folder), n_read=len(rows), details={"format": "labelled image folder", "labels": str(labels_csv)})
+    arrs, masks, metas = [], [], []
     for line, row in enumerate(rows, start=2):
-        f = folder / row["file"]
-        if not f.is_file():
-            log.drop(f, f"{labels_csv.name} line {line}", f"{row['file']} listed in {labels_csv.name} does not exist"); continue
+        f, where = folder / (row["file"] or ""), f"{labels_csv.name} line {line}"
         try:
-            with Image.open(f) as im: im.load(); mode, orig = im.mode, (im.height, im.width); im = im.copy()
-        except (UnidentifiedImageError, OSError) as e:
-            log.drop(f, f"{labels_csv.name} line {line}", f"not a readable image: {e}"); continue
-        n_ch = _MODE_CHANNELS.get(mode, 3)
-        if channels is None:
-            if arrs and n_ch != arrs[0].shape[0]:
-                raise MedwbError(f"{f} has {n_ch} channel(s) (mode {mode}) but {metas[0]['file']} has {arrs[0].shape[0]}; pass channels=1 or 3 to convert")
+            if not row["file"] or not f.is_file(): raise MedwbError(f"{row['file']!r} listed in {labels_csv.name} does not exist")
+            is_dicom = f.suffix.lower() in _DICOM
+            im, spacing = _open_dicom(f, window) if is_dicom else (_open_raster(f), None)
+            mode, orig = im.mode, (im.height, im.width)
+            mk = None
+            if with_masks:
+                cell = (row["mask"] or "").strip()
+                mk = _read_mask(folder / cell, orig, where) if cell else np.zeros(orig, np.uint8)
+            n_ch = _MODE_CHANNELS.get(mode, 3)
             converted = None
-        else:
-            target = "L" if channels == 1 else "RGB"
-            converted = mode if n_ch != channels or mode == "P" else None
-            if converted: im = im.convert(target)
-        if size is not None and orig != tuple(size):
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        a = _to_array(im)
-        if arrs and a.shape != arrs[0].shape:
-            raise MedwbError(f"{f} is {orig[0]}x{orig[1]} but {metas[0]['file']} is {arrs[0].shape[1]}x{arrs[0].shape[2]}; pass size=(H, W) to resize")
+            if channels is None:
+                if arrs and n_ch != arrs[0].shape[0]:
+                    raise MedwbError(f"{f.name} has {n_ch} channel(s) (mode {mode}) but {Path(metas[0]['file']).name} has "
+                                     f"{arrs[0].shape[0]}; pass channels=1 or 3 to convert")
+            elif not is_dicom and (n_ch != channels or mode == "P"):
+                converted = mode; im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None and orig != tuple(size):
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                if mk is not None: mk = np.asarray(Image.fromarray(mk).resize((size[1], size[0]), Image.Resampling.NEAREST))
+            a = _to_array(im)
+            if is_dicom and channels == 3: a = np.repeat(a, 3, axis=0)
+            if arrs and a.shape != arrs[0].shape:
+                raise MedwbError(f"{f.name} is {orig[0]}x{orig[1]} but {Path(metas[0]['file']).name} is "
+                                 f"{arrs[0].shape[1]}x{arrs[0].shape[2]}; pass size=(H, W) to resize")
+        except MedwbError as e:
+            log.drop(f, where, str(e)); continue
         arrs.append(a)
-        metas.append({"file": str(f), "label": row["label"], "mode": mode, "converted_from": converted,
-                      "orig_height": orig[0], "orig_width": orig[1]})
+        if mk is not None: masks.append(mk[None].astype(np.uint8))
+        scale = (orig[0] / a.shape[1], orig[1] / a.shape[2])
+        metas.append({"file": str(f), "label": row["label"], "format": "dicom" if is_dicom else "raster", "mode": mode,
+                      "converted_from": converted, "orig_height": orig[0], "orig_width": orig[1],
+                      "mask": (row.get("mask") or None) if with_masks else None,
+                      "spacing_row": spacing[0] * scale[0] if spacing else None,
+                      "spacing_col": spacing[1] * scale[1] if spacing else None})
     log.n_loaded = len(arrs)
-    if not arrs: raise MedwbError(f"no image listed in {labels_csv} could be read from {folder}")
-    return np.stack(arrs), pd.DataFrame(metas), log
+    if not arrs: raise MedwbError(f"no image listed in {labels_csv} could be read from {folder}: first reason: {log.dropped[0]['reason']}")
+    return LabelledImages(np.stack(arrs), np.stack(masks) if with_masks else None, pd.DataFrame(metas), log)
+
+def read_image_folder(folder: Path | str,        # folder of PNG/JPEG (or DICOM) images
+                      labels_csv: Path | str,    # CSV with columns file (relative to folder), label
+                      size: int | tuple[int, int] | None = None,  # resize every image to (H, W); None: all must match
+                      channels: int | None = 1,  # 1: convert to grey; 3: convert to RGB; None: all must match the first
+                      ) -> tuple[np.ndarray, pd.DataFrame, IngestLog]:
+    "Labelled images as `(N, C, H, W)` float32 in [0, 1], a metadata row each, and the log of dropped rows."
+    r = read_labelled_folder(folder, labels_csv, size=size, channels=channels)
+    return r.images, r.meta, r.log
 
 # %% ../nbs/08b_imaging_io.ipynb #c021
 MEDMNIST_KEYS = tuple(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
@@ -237,18 +308,6 @@ def read_nifti(path: Path | str) -> tuple[np.ndarray, dict]:
     arr = np.asarray(img, dtype=np.float32)
     return arr, {"file": str(path), "spacing": tuple(round(float(s), 6) for s in np.asarray(img.pixdim)),   # header stores float32
                  "affine": np.asarray(meta["affine"], dtype=float)}
-
-# %% ../nbs/08b_imaging_io.ipynb #c027
-def check_mask(image: np.ndarray, mask: np.ndarray, path: Path | str | None = None) -> np.ndarray:
-    "The mask as uint8 0/1, or MedwbError (naming `path`) when its shape differs from the image's or it is not binary."
-    mask = np.asarray(mask)
-    shape_i = tuple(np.shape(image))
-    if tuple(mask.shape) != shape_i and tuple(mask.shape) != shape_i[1:]:
-        raise MedwbError(f"mask {path}: shape {tuple(mask.shape)} does not match image shape {shape_i}")
-    vals = np.unique(mask)
-    if not np.isin(vals, (0, 1)).all():
-        raise MedwbError(f"mask {path} is not binary: values {vals[:10].tolist()}{' ...' if len(vals) > 10 else ''}")
-    return mask.astype(np.uint8)
 
 # %% ../nbs/08b_imaging_io.ipynb #c030
 NORMALISATIONS = ("zscore", "minmax")

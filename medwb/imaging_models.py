@@ -328,7 +328,8 @@ def _literal_spec(name: str, spec: dict) -> dict:
     import ast
     out = {}
     for k, v in spec.items():
-        if k in ("path", "labels", "generator", "description"): out[k] = str(v).strip(); continue
+        if k in ("path", "labels", "generator", "description") or (k == "window" and str(v).strip() == "file"):
+            out[k] = str(v).strip(); continue
         try: out[k] = ast.literal_eval(str(v)) if isinstance(v, str) else v
         except (ValueError, SyntaxError): raise MedwbError(f"[imaging.{name}] {k} = {v!r} is not a Python literal") from None
     return out
@@ -360,10 +361,21 @@ def load_imaging_dataset(name: str, settings=None, spec: dict | None = None, spl
     return _load_files(name, path, spec, root, spacing, split_seed)
 
 # %% ../nbs/08c_imaging_models.ipynb #c032
+_FILE_KEYS = {"path", "labels", "size", "spacing", "window", "description"}
+
+def _spacing_from_files(meta) -> tuple | None:
+    "The pixel spacing (after resizing) the DICOM files agree on, else None."
+    sp = meta[["spacing_row", "spacing_col"]].dropna()
+    if len(sp) != len(meta) or len(sp) == 0: return None
+    rounded = {tuple(np.round(r, 6)) for r in sp.to_numpy(float)}
+    return tuple(float(v) for v in rounded.pop()) if len(rounded) == 1 else None
+
 def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -> ImagingDataset:
-    "A dataset from a MedMNIST .npz, an image folder with a labels CSV, or a DICOM folder with a labels CSV."
+    "A dataset from a MedMNIST .npz, or a folder of PNG/JPEG/DICOM images with a labels CSV (and masks)."
     from medwb import imaging_io as io
     from medwb.imaging_data import split_indices
+    unknown = set(spec) - _FILE_KEYS
+    if unknown: raise MedwbError(f"[imaging.{name}] unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_FILE_KEYS))})")
     size = spec.get("size", 64)
     card = {"name": name, "synthetic": False, "source": str(path), "description": spec.get("description", "")}
     if not path.exists(): raise MedwbError(f"[imaging.{name}] path {path} does not exist")
@@ -378,12 +390,23 @@ def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -
         if masks is not None and masks.ndim == 3: masks = masks[:, None]
         images = np.concatenate(imgs).astype(np.float32)
         return ImagingDataset(name, images, np.concatenate(labs).astype(np.int64), masks, split,
-                              {**card, "format": "MedMNIST npz (published split kept)"}, spacing, [f"{i}" for i in range(n0)])
-    if not spec.get("labels"): raise MedwbError(f"[imaging.{name}] a folder needs labels = CSV (columns file, label)")
+                              {**card, "format": "MedMNIST npz (published split kept)",
+                               "ground_truth": "labels" + (" and masks" if masks is not None else "") + f" stored in {path.name}"},
+                              spacing, [f"{i}" for i in range(n0)])
+    if not spec.get("labels"): raise MedwbError(f"[imaging.{name}] a folder needs labels = CSV (columns file, label[, mask])")
     labels_csv = Path(spec["labels"]) if Path(spec["labels"]).is_absolute() else root / spec["labels"]
-    images, meta, log = io.read_image_folder(path, labels_csv, size=size, channels=1)
-    try: labels = meta["label"].astype(float).astype(np.int64).to_numpy()
+    r = io.read_labelled_folder(path, labels_csv, size=size, channels=1, window=spec.get("window"))
+    try: labels = r.meta["label"].astype(float).astype(np.int64).to_numpy()
     except ValueError: raise MedwbError(f"[imaging.{name}] {labels_csv}: labels must be 0/1") from None
     if not np.isin(labels, (0, 1)).all(): raise MedwbError(f"[imaging.{name}] {labels_csv}: labels must be 0/1")
-    return ImagingDataset(name, np.asarray(images, np.float32), labels, None, split_indices(labels, seed=split_seed),
-                          {**card, "format": "PNG/JPEG folder + labels CSV"}, spacing, list(meta["file"]), log)
+    kinds = set(r.meta["format"])
+    fmt = {"dicom": "DICOM", "raster": "PNG/JPEG"}
+    card["format"] = " and ".join(fmt[k] for k in sorted(kinds)) + " images + labels CSV" + (" + masks" if r.masks is not None else "")
+    card["ground_truth"] = f"labels{' and masks' if r.masks is not None else ''} as listed in {labels_csv.name}"
+    if spacing is None and "dicom" in kinds:
+        spacing = _spacing_from_files(r.meta)
+        card["spacing source"] = ("DICOM PixelSpacing, rescaled to the resized images" if spacing else
+                                  "none: the DICOM files lack PixelSpacing or disagree on it; lesion areas in pixels only")
+    if "dicom" in kinds: card["intensity"] = f"DICOM window {spec['window']}" if spec.get("window") else "DICOM values min-max scaled per image"
+    return ImagingDataset(name, np.asarray(r.images, np.float32), labels, r.masks, split_indices(labels, seed=split_seed),
+                          card, spacing, [os.path.relpath(f, path) for f in r.meta["file"]], r.log)

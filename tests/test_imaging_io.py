@@ -17,7 +17,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medwb.core import MedwbError
 from medwb.imaging_io import (check_mask, preprocess, read_dicom_folder, read_dicom_image, read_dicom_series,
-                              read_image_folder, read_medmnist_npz, read_nifti)
+                              read_image_folder, read_labelled_folder, read_medmnist_npz, read_nifti)
 
 
 def make_ct(path: Path, pixels, slope=2, intercept=-1024, instance=1, z=0.0, mono="MONOCHROME2", window=(40, 400)) -> Path:
@@ -170,8 +170,8 @@ def test_image_folder_loads_and_logs_missing(pngs):
 
 
 def test_image_folder_channels(pngs):
-    msg = err(read_image_folder, pngs, pngs / "labels.csv", channels=None)
-    assert "rgb.png has 3 channel(s)" in msg
+    X, _, log = read_image_folder(pngs, pngs / "labels.csv", channels=None)   # nothing converts: the odd one is dropped
+    assert len(X) == 3 and log.accounted and any("rgb.png has 3 channel(s)" in d["reason"] for d in log.dropped)
     X3, meta, _ = read_image_folder(pngs, pngs / "labels.csv", channels=3)
     assert X3.shape == (4, 3, 16, 12) and np.allclose(X3[2, :, 0, 0], [1, 0, 0])
     assert "channels must be" in err(read_image_folder, pngs, pngs / "labels.csv", channels=2)
@@ -180,8 +180,9 @@ def test_image_folder_channels(pngs):
 def test_image_folder_sizes(pngs):
     Image.fromarray(np.zeros((32, 24), dtype=np.uint8)).save(pngs / "big.png")
     with open(pngs / "labels.csv", "a") as f: f.write("big.png,1\n")
-    msg = err(read_image_folder, pngs, pngs / "labels.csv")
-    assert "big.png is 32x24" in msg and "16x12" in msg
+    X, _, log = read_image_folder(pngs, pngs / "labels.csv")                  # no size: the odd one is dropped, named
+    [big] = [d for d in log.dropped if Path(d["file"]).name == "big.png"]
+    assert len(X) == 4 and "big.png is 32x24 but g0.png is 16x12" in big["reason"] and big["location"] == "labels.csv line 7"
     X, meta, log = read_image_folder(pngs, pngs / "labels.csv", size=20)
     assert X.shape == (5, 1, 20, 20) and meta.orig_height.tolist()[-1] == 32 and log.n_loaded == 5
 
@@ -196,7 +197,7 @@ def test_image_folder_corrupt_file_skipped(pngs):
 
 def test_image_folder_bad_inputs(tmp_path, pngs):
     (tmp_path / "empty").mkdir()
-    assert "empty holds no PNG or JPEG" in err(read_image_folder, tmp_path / "empty", pngs / "labels.csv")
+    assert "empty holds no PNG, JPEG or DICOM" in err(read_image_folder, tmp_path / "empty", pngs / "labels.csv")
     (tmp_path / "nolabel.csv").write_text("name,y\ng0.png,0\n")
     assert "nolabel.csv lacks column(s) file, label" in err(read_image_folder, pngs, tmp_path / "nolabel.csv")
     (tmp_path / "ghosts.csv").write_text("file,label\nnone1.png,0\nnone2.png,1\n")
@@ -271,3 +272,70 @@ def test_preprocess_zscore_and_minmax():
     assert rough(S[0]) < 0.5 * rough(M[0])
     assert "normalise must be one of" in err(preprocess, X, normalise="robust")
     assert "(N, C, H, W)" in err(preprocess, X[0])
+
+
+# --- labelled folders: DICOM and masks ---------------------------------------------------------------------------
+
+@pytest.fixture
+def dcm_masks(tmp_path):
+    "Three CT slices with PixelSpacing (0.7, 0.8) and masks (0/1, 0/255, empty cell), plus one PNG with its mask."
+    d = tmp_path / "dm"; d.mkdir()
+    body = np.full((8, 10), 512); body[2:5, 3:7] = 700
+    for n, add in (("a", 0), ("b", 30), ("c", 60)): make_ct(d / f"{n}.dcm", body + add)
+    lesion = (body == 700).astype(np.uint8)
+    Image.fromarray(lesion).save(d / "a_mask.png"); Image.fromarray(lesion * 255).save(d / "b_mask.png")
+    Image.fromarray((lesion * 200).astype(np.uint8)).save(d / "p.png"); Image.fromarray(lesion).save(d / "p_mask.png")
+    (d / "labels.csv").write_text("file,label,mask\na.dcm,1,a_mask.png\nb.dcm,1,b_mask.png\nc.dcm,0,\np.png,1,p_mask.png\n")
+    return d, lesion
+
+
+def test_labelled_folder_reads_dicom_and_masks(dcm_masks):
+    d, lesion = dcm_masks
+    r = read_labelled_folder(d, d / "labels.csv")
+    assert r.images.shape == (4, 1, 8, 10) and r.masks.shape == (4, 1, 8, 10) and r.log.n_loaded == 4 and not r.log.dropped
+    assert (r.masks[0, 0] == lesion).all() and (r.masks[1, 0] == lesion).all() and r.masks[2].sum() == 0   # 0/255 → 0/1; empty cell → zeros
+    assert r.images[0].min() == 0 and r.images[0].max() == 1 and (r.images[0, 0][lesion == 1] == 1).all()  # min-max per DICOM image
+    assert r.meta.format.tolist() == ["dicom"] * 3 + ["raster"]
+    assert r.meta.spacing_row.tolist()[:3] == [0.7] * 3 and np.isnan(r.meta.spacing_row.tolist()[3])
+    w = read_labelled_folder(d, d / "labels.csv", window=(0, 2048), size=16)      # HU window; resized: spacing follows
+    assert w.images.shape == (4, 1, 16, 16) and w.masks.shape == (4, 1, 16, 16) and set(np.unique(w.masks)) == {0, 1}
+    assert w.meta.spacing_row[0] == pytest.approx(0.35) and w.meta.spacing_col[0] == pytest.approx(0.5)
+    assert read_labelled_folder(d, d / "labels.csv", channels=3).images.shape == (4, 3, 8, 10)
+    X, meta, log = read_image_folder(d, d / "labels.csv")                          # the same reader without masks
+    assert X.shape == (4, 1, 8, 10) and log.n_loaded == 4
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("multi.dcm,0,", "multi-frame (2 frames)"),
+    ("nopix.dcm,0,", "has no pixel data"),
+    ("trunc.dcm,1,", "cannot decode pixel data"),
+    ("junk.dcm,1,", "not a readable DICOM file"),
+    ("a.dcm,1,lost.png", "mask lost.png listed on labels.csv line 6 does not exist"),
+    ("a.dcm,1,wrong_size.png", "mask wrong_size.png: shape (9, 10) does not match image shape (8, 10)"),
+    ("a.dcm,1,grey.png", "mask grey.png is not binary: values [0, 7]"),
+    ("a.dcm,1,rgb_mask.png", "mask rgb_mask.png has 3 channels"),
+    ("a.dcm,1,a.dcm", "not a readable image"),
+])
+def test_labelled_folder_drops_each_bad_row_and_keeps_the_rest(dcm_masks, row, reason):
+    d, lesion = dcm_masks
+    make_ct(d / "multi.dcm", np.stack([np.full((8, 10), 512)] * 2))
+    ct = pydicom.dcmread(d / "a.dcm"); del ct.PixelData; ct.save_as(d / "nopix.dcm")
+    (d / "trunc.dcm").write_bytes((d / "a.dcm").read_bytes()[:-40])
+    (d / "junk.dcm").write_bytes(b"not dicom at all")
+    Image.fromarray(np.zeros((9, 10), np.uint8)).save(d / "wrong_size.png")
+    Image.fromarray((lesion * 7).astype(np.uint8)).save(d / "grey.png")
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(d / "rgb_mask.png")
+    with open(d / "labels.csv", "a") as f: f.write(row + "\n")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    r = read_labelled_folder(d, d / "labels.csv")
+    assert len(r.images) == len(r.masks) == 4 and r.log.n_read == 5 and r.log.accounted
+    [drop] = r.log.dropped
+    assert reason in drop["reason"] and drop["location"] == "labels.csv line 6" and Path(drop["file"]).name == row.split(",")[0]
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before                 # reading changes nothing
+
+
+def test_labelled_folder_with_nothing_usable_names_the_first_reason(tmp_path):
+    d = tmp_path / "bad"; d.mkdir()
+    (d / "x.dcm").write_bytes(b"not dicom at all")
+    (d / "l.csv").write_text("file,label\nx.dcm,1\n")
+    assert "no image listed in" in (m := err(read_labelled_folder, d, d / "l.csv")) and "x.dcm is not a readable DICOM" in m

@@ -121,6 +121,32 @@ def test_folder_dataset_with_bad_files_counts_them(tmp_path):
     assert sorted(p.name for p in img.iterdir()) == before      # nothing written into the data folder
 
 
+def test_dicom_folder_with_masks_trains_a_segmenter_with_spacing_from_the_files(tmp_path):
+    "A DICOM export with PNG masks (PixelSpacing 0.8 mm) and two bad rows: the report reads mm² from the files."
+    import pandas as pd
+    from PIL import Image
+    from medwb.imaging_data import make_lesion_images, save_dicom_folder
+    from medwb.pipeline import run_job
+    dcm = save_dicom_folder(tmp_path / "dicom", make_lesion_images(60, seed=4), spacing=(0.8, 0.8))
+    (dcm / "corrupt.dcm").write_bytes(b"not dicom")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(dcm / "tiny_mask.png")
+    with open(dcm / "labels.csv", "a") as f: f.write("corrupt.dcm,1,\nimg0003.dcm,1,tiny_mask.png\n")
+    before = {p.name: p.read_bytes() for p in dcm.iterdir()}
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "dummy",
+                                  "imaging": "scans:unet", "n_boot": 200},
+                       {"model.unet": {"epochs": 1}, "imaging.scans": {"path": str(dcm), "labels": str(dcm / "labels.csv")}})
+    [job] = [j for j in build_matrix(load_settings(s)) if j.model == "unet"]
+    r = run_job(job)
+    assert r["status"] == "ok", r.get("error")
+    m, html = _report(r)
+    assert m["data"]["files"] == {"read": 62, "loaded": 60, "skipped": 2} and m["data"]["spacing"] == [0.8, 0.8]
+    assert "corrupt.dcm" in html and "tiny_mask.png: shape (10, 10) does not match image shape (64, 64)" in html
+    assert "DICOM images + labels CSV + masks" in html and "DICOM PixelSpacing" in html
+    lesions = pd.read_csv(Path(r["path"]) / "lesions.csv")
+    assert len(lesions) and np.allclose(lesions.area_mm2, lesions.area_px * 0.64), len(lesions)
+    assert {p.name: p.read_bytes() for p in dcm.iterdir()} == before            # nothing written into the data folder
+
+
 def test_bad_imaging_declarations_stop_the_run(tmp_path):
     base = {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "dummy"}
     s = write_settings(tmp_path, {**base, "imaging": "lesions:vit"})
@@ -129,7 +155,7 @@ def test_bad_imaging_declarations_stop_the_run(tmp_path):
     with pytest.raises(MedwbError, match="unknown imaging dataset 'nowhere'"): build_matrix(load_settings(s))
     (tmp_path / "empty").mkdir()
     s = write_settings(tmp_path, {**base, "imaging": "e:small_cnn"}, {"imaging.e": {"path": str(tmp_path / "empty"), "labels": "l.csv"}})
-    with pytest.raises(MedwbError, match="holds no PNG or JPEG"): build_matrix(load_settings(s))
+    with pytest.raises(MedwbError, match="holds no PNG, JPEG or DICOM"): build_matrix(load_settings(s))
     from PIL import Image
     img = tmp_path / "few"; img.mkdir()
     for i in range(6): Image.fromarray(np.full((64, 64), 40 * i, np.uint8)).save(img / f"{i}.png")
