@@ -417,6 +417,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'medwb.imaging_models._batches': ('imaging_models.html#_batches', 'medwb/imaging_models.py'),
                                       'medwb.imaging_models._check_xy': ('imaging_models.html#_check_xy', 'medwb/imaging_models.py'),
                                       'medwb.imaging_models._densenet': ('imaging_models.html#_densenet', 'medwb/imaging_models.py'),
+                                      'medwb.imaging_models._label_mask_agreement': ( 'imaging_models.html#_label_mask_agreement',
+                                                                                      'medwb/imaging_models.py'),
                                       'medwb.imaging_models._literal_spec': ( 'imaging_models.html#_literal_spec',
                                                                               'medwb/imaging_models.py'),
                                       'medwb.imaging_models._load_files': ('imaging_models.html#_load_files', 'medwb/imaging_models.py'),

@@ -370,6 +370,18 @@ def _spacing_from_files(meta) -> tuple | None:
     rounded = {tuple(np.round(r, 6)) for r in sp.to_numpy(float)}
     return tuple(float(v) for v in rounded.pop()) if len(rounded) == 1 else None
 
+def _label_mask_agreement(labels, masks, ids) -> str:
+    "Whether the labels say 'lesion' exactly where the masks hold one; names the images that disagree."
+    has = masks.reshape(len(masks), -1).any(1)
+    pos_empty, neg_lesion = np.flatnonzero((labels == 1) & ~has), np.flatnonzero((labels == 0) & has)
+    if not len(pos_empty) and not len(neg_lesion):
+        return f"all {len(labels)} agree: label 1 exactly where the mask holds a lesion"
+    def few(ix): return ", ".join(ids[i] for i in ix[:5]) + (f" and {len(ix) - 5} more" if len(ix) > 5 else "")
+    parts = [f"{len(pos_empty)} labelled 1 with an empty mask ({few(pos_empty)})" if len(pos_empty) else "",
+             f"{len(neg_lesion)} labelled 0 with a lesion in the mask ({few(neg_lesion)})" if len(neg_lesion) else ""]
+    return f"{len(pos_empty) + len(neg_lesion)} of {len(labels)} disagree: " + "; ".join(p for p in parts if p) + \
+        " — check the annotation; they are kept as labelled"
+
 def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -> ImagingDataset:
     "A dataset from a MedMNIST .npz, or a folder of PNG/JPEG/DICOM images with a labels CSV (and masks)."
     from medwb import imaging_io as io
@@ -408,5 +420,7 @@ def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -
         card["spacing source"] = ("DICOM PixelSpacing, rescaled to the resized images" if spacing else
                                   "none: the DICOM files lack PixelSpacing or disagree on it; lesion areas in pixels only")
     if "dicom" in kinds: card["intensity"] = f"DICOM window {spec['window']}" if spec.get("window") else "DICOM values min-max scaled per image"
+    ids = [os.path.relpath(f, path) for f in r.meta["file"]]
+    if r.masks is not None: card["label/mask agreement"] = _label_mask_agreement(labels, r.masks, ids)
     return ImagingDataset(name, np.asarray(r.images, np.float32), labels, r.masks, split_indices(labels, seed=split_seed),
-                          card, spacing, [os.path.relpath(f, path) for f in r.meta["file"]], r.log)
+                          card, spacing, ids, r.log)

@@ -131,6 +131,10 @@ def test_dicom_folder_with_masks_trains_a_segmenter_with_spacing_from_the_files(
     (dcm / "corrupt.dcm").write_bytes(b"not dicom")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(dcm / "tiny_mask.png")
     with open(dcm / "labels.csv", "a") as f: f.write("corrupt.dcm,1,\nimg0003.dcm,1,tiny_mask.png\n")
+    table = pd.read_csv(dcm / "labels.csv", keep_default_na=False)
+    flipped = table.index[(table.label == 1) & (table["mask"] != "") & (table.file != "img0003.dcm")][0]
+    table.loc[flipped, "label"] = 0                                             # an annotation slip: lesion in mask, label 0
+    table.to_csv(dcm / "labels.csv", index=False)
     before = {p.name: p.read_bytes() for p in dcm.iterdir()}
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "dummy",
                                   "imaging": "scans:unet", "n_boot": 200},
@@ -142,6 +146,7 @@ def test_dicom_folder_with_masks_trains_a_segmenter_with_spacing_from_the_files(
     assert m["data"]["files"] == {"read": 62, "loaded": 60, "skipped": 2} and m["data"]["spacing"] == [0.8, 0.8]
     assert "corrupt.dcm" in html and "tiny_mask.png: shape (10, 10) does not match image shape (64, 64)" in html
     assert "DICOM images + labels CSV + masks" in html and "DICOM PixelSpacing" in html
+    assert f"1 of 60 disagree: 1 labelled 0 with a lesion in the mask ({table.file[flipped]})" in html
     lesions = pd.read_csv(Path(r["path"]) / "lesions.csv")
     assert len(lesions) and np.allclose(lesions.area_mm2, lesions.area_px * 0.64), len(lesions)
     assert {p.name: p.read_bytes() for p in dcm.iterdir()} == before            # nothing written into the data folder
