@@ -102,6 +102,14 @@ def test_pydicom_ct_small_hu_plausible():
     assert m["pixel_spacing"][0] == pytest.approx(0.661468)
 
 
+def test_pydicom_mr_small_plain_and_rle_decode_alike_and_rtplan_is_refused():
+    "pydicom's shipped MR (explicit VR and RLE Lossless) gives the same pixels; its RT Plan has no image."
+    a, m = read_dicom_image(get_testdata_file("MR_small.dcm"))
+    b, _ = read_dicom_image(get_testdata_file("MR_small_RLE.dcm"))
+    assert a.shape == (1, 64, 64) and m["modality"] == "MR" and np.array_equal(a, b)
+    assert "has no pixel data (a non-image DICOM object: RTPLAN)" in err(read_dicom_image, get_testdata_file("rtplan.dcm"))
+
+
 @pytest.fixture
 def series(tmp_path):
     "Three slices written out of order, plus a non-image object and a truncated file."
