@@ -147,6 +147,7 @@ def test_dicom_folder_with_masks_trains_a_segmenter_with_spacing_from_the_files(
     assert "corrupt.dcm" in html and "tiny_mask.png: shape (10, 10) does not match image shape (64, 64)" in html
     assert "DICOM images + labels CSV + masks" in html and "DICOM PixelSpacing" in html
     assert f"1 of 60 disagree: 1 labelled 0 with a lesion in the mask ({table.file[flipped]})" in html
+    assert "not stated (description = ... in [imaging.scans])" in html and "<td>None</td>" not in html
     lesions = pd.read_csv(Path(r["path"]) / "lesions.csv")
     assert len(lesions) and np.allclose(lesions.area_mm2, lesions.area_px * 0.64), len(lesions)
     assert {p.name: p.read_bytes() for p in dcm.iterdir()} == before            # nothing written into the data folder
