@@ -1,4 +1,4 @@
-"""Wall time of the vectorised bootstrap (medwb.uncertainty) against a plain loop over resamples with scikit-learn.
+"""Wall time of the vectorised bootstrap (medwb.evaluation.uncertainty) against a plain loop over resamples with scikit-learn.
 
     .venv/bin/python benchmarks/bootstrap.py                # 10,000 predictions x 1,000 resamples
     .venv/bin/python benchmarks/bootstrap.py --boot 200     # fewer resamples, for a smoke run
@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-from medwb.uncertainty import bootstrap_classification, bootstrap_regression, bootstrap_weights
+from medwb.evaluation.uncertainty import bootstrap_classification, bootstrap_regression, bootstrap_weights
 
 TOL = 1e-12
 

@@ -1,11 +1,11 @@
-"""Grad-CAM throughput (medwb.imaging_explain.attribute, method "gradcam"): batched against one image at a time.
+"""Grad-CAM throughput (medwb.explain.images.attribute, method "gradcam"): batched against one image at a time.
 
     .venv/bin/python benchmarks/gradcam.py                                # small_cnn and densenet121, 128 images, 1 thread
     .venv/bin/python benchmarks/gradcam.py --networks small_cnn --n 256   # any size
     .venv/bin/python benchmarks/gradcam.py --device cuda                  # on a GPU, when there is one
 
-The images are `medwb.imaging_data.make_lesion_images(n, size, seed=0)` (64 px by default). Each network is
-`medwb.imaging_models.make_network(name, seed=0)` in eval mode, untrained: the cost of a forward and backward
+The images are `medwb.imaging.synthetic.make_lesion_images(n, size, seed=0)` (64 px by default). Each network is
+`medwb.imaging.networks.make_network(name, seed=0)` in eval mode, untrained: the cost of a forward and backward
 pass does not depend on the weights. Grad-CAM uses the network's `cam_layer`. Both modes call the same
 function, `attribute(net, images, "gradcam", batch_size=B)`, with B = 1 (the single-image baseline) and
 B = --batch (32): Captum's LayerGradCam, bilinear upsampling, scaling. Timing: time.perf_counter around the
@@ -25,9 +25,9 @@ import time
 import numpy as np
 import torch
 
-from medwb.imaging_data import make_lesion_images
-from medwb.imaging_explain import attribute
-from medwb.imaging_models import cam_layer, make_network
+from medwb.imaging.synthetic import make_lesion_images
+from medwb.explain.images import attribute
+from medwb.imaging.networks import cam_layer, make_network
 
 
 def timed(fn) -> tuple[float, np.ndarray]:

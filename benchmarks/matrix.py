@@ -45,7 +45,7 @@ def kernel_startup(n: int = 5) -> float:
     "Mean seconds for papermill to start a medwb kernel, run one trivial cell and shut it down."
     import nbformat
     import papermill as pm
-    from medwb.pipeline import ensure_kernel
+    from medwb.run.jobs import ensure_kernel
     with tempfile.TemporaryDirectory() as d:
         nb = Path(d) / "empty.ipynb"
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), str(nb))

@@ -1,12 +1,12 @@
-"""Throughput and peak memory of quality control (medwb.quality.run_qc) on a large raw table, against a per-row loop.
+"""Throughput and peak memory of quality control (medwb.quality.checks.run_qc) on a large raw table, against a per-row loop.
 
     .venv/bin/python benchmarks/qc.py                  # 1,000,000 rows x 30 columns
     .venv/bin/python benchmarks/qc.py --quick          # 100,000 rows x 30 columns, for a smoke run
     .venv/bin/python benchmarks/qc.py --rows 250000    # any size
 
-The raw table is what QC sees from a CSV export (`medwb.ingest.read_table`): every column of pandas' `str`
+The raw table is what QC sees from a CSV export (`medwb.data.ingest.read_table`): every column of pandas' `str`
 dtype, "" read as missing. It is built (not timed) by resampling the rows of the messy `clinic` table
-(`medwb.clinic.inject_errors(clinic_base())`, 23 columns) with fresh unique record_id and patient_id, so that
+(`medwb.datasets.clinic_demo.inject_errors(clinic_base())`, 23 columns) with fresh unique record_id and patient_id, so that
 the uniqueness checks only find what was put there, plus 7 laboratory columns declared in an extended schema
 (data/schemas/clinic.yml + 7 columns with ranges): 30 columns. Errors are injected at a known rate
 (`--error-rate`, share of cells, default 1%): each base row is drawn from the clinic records that carry an
@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.clinic import clinic_base, inject_errors, score_qc
-import medwb.quality as quality
-from medwb.quality import _MISSING, Schema, run_qc
+from medwb.datasets.clinic_demo import clinic_base, inject_errors, score_qc
+import medwb.quality.checks as quality
+from medwb.quality.checks import _MISSING, Schema, run_qc
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOP_ROWS = 20_000

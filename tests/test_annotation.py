@@ -7,10 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from medwb.annotation import (adjudicate, annotation_qc, audit_sample, fleiss, kappa_interpretation, label_matrix,
-                              majority_mask, majority_vote, mask_dice, pairwise_dice, pairwise_kappa,
-                              simulate_annotations, simulate_masks)
-from medwb.core import MedwbError
+from medwb.data.annotation import adjudicate, annotation_qc, audit_sample, fleiss, kappa_interpretation, label_matrix, majority_mask, majority_vote, mask_dice, pairwise_dice, pairwise_kappa, simulate_annotations, simulate_masks
+from medwb.core.settings import MedwbError
 
 
 def long(rows: dict) -> pd.DataFrame:

@@ -11,11 +11,13 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
 
-from medwb import clinical as C, reports as R
-from medwb.core import MedwbError
-from medwb.data import Dataset, load_dataset
-from medwb.evaluate import evaluate_model
-from medwb.uncertainty import confidence_intervals, delong_test
+from medwb.evaluation import clinical as C
+from medwb import reports as R
+from medwb.core.settings import MedwbError
+from medwb.data.dataset import Dataset
+from medwb.datasets.builtin import load_dataset
+from medwb.evaluation.metrics import evaluate_model
+from medwb.evaluation.uncertainty import confidence_intervals, delong_test
 
 
 class NaNModel(ClassifierMixin, BaseEstimator):

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import medwb, write_settings
-from medwb.core import file_hashes
-from medwb.reports import assert_offline
+from medwb.core.store import file_hashes
+from medwb.reports.html import assert_offline
 
 SMALL = {"datasets": "breast_cancer, diabetes", "models": "dummy, linear", "seeds": "0", "jobs": "2", "executor": "process", "n_boot": "200"}
 

@@ -14,10 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medwb.consent import STALE_FILE, ConsentRegistry, deletion_log, mark_stale, stale_versions
-from medwb.core import MedwbError, canonical_json, read_json, verify_manifest, write_json, write_manifest
-from medwb.crypto import (KekStore, decrypt_bytes, decrypt_file, encrypt_bytes, encrypt_dataset_file, encrypt_file,
-                          encrypt_sensitive, encryption_status, read_header, rewrap, sensitive_artifacts)
+from medwb.core.store import STALE_FILE, mark_stale, stale_versions
+from medwb.privacy.consent import ConsentRegistry, deletion_log
+from medwb.core.settings import MedwbError
+from medwb.core.hashing import canonical_json
+from medwb.core.store import read_json, verify_manifest, write_manifest
+from medwb.core.io import write_json
+from medwb.privacy.crypto import KekStore, decrypt_bytes, decrypt_file, encrypt_bytes, encrypt_dataset_file, encrypt_file, encrypt_sensitive, encryption_status, read_header, rewrap, sensitive_artifacts
 
 
 # --- crypto -----------------------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def test_wrong_kek_decrypts_nothing(dirs, tmp_path):
 
 
 def test_nonces_and_data_keys_never_repeat(dirs):
-    from medwb.crypto import _parse_header, _unwrap
+    from medwb.privacy.crypto import _parse_header, _unwrap
     _, store = dirs
     plain = b"identical plaintext " * 10
     seen = {k: set() for k in ("dek", "file_id", "nonce_prefix", "wrap_nonce", "body")}
@@ -173,7 +176,7 @@ def _write(p, b):
 
 def test_keys_never_in_logs_reprs_errors_or_files(dirs, caplog, tmp_path):
     data, store = dirs
-    caplog.set_level(logging.DEBUG, logger="medwb.crypto")
+    caplog.set_level(logging.DEBUG, logger="medwb.privacy.crypto")
     src = _write(data / "r.csv", b"x,y\n1,2\n")
     enc = encrypt_file(src, None, store)
     store.rotate(); rewrap([enc], store)

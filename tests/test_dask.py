@@ -6,8 +6,8 @@ import json
 import pytest
 
 from conftest import medwb, write_settings
-from medwb.core import load_settings
-from medwb.pipeline import run_matrix
+from medwb.core.settings import load_settings
+from medwb.run.execute import run_matrix
 
 
 @pytest.fixture(scope="module")

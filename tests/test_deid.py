@@ -19,9 +19,9 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageStorage
 
-from medwb.core import MedwbError, sha256_file
-from medwb.deid import (CID7050, OPTIONS, TABLE_FILE, TABLE_ROWS, TABLE_SHA256, UIDMap, burned_in_risk, deidentify,
-                        deidentify_folder, load_action_table, read_dicom, residual_phi, resolve_action, save_dicom)
+from medwb.core.settings import MedwbError
+from medwb.core.hashing import sha256_file
+from medwb.privacy.deid import CID7050, OPTIONS, TABLE_FILE, TABLE_ROWS, TABLE_SHA256, UIDMap, burned_in_risk, deidentify, deidentify_folder, load_action_table, read_dicom, residual_phi, resolve_action, save_dicom
 
 KEY = b"medwb-test-key-0123456789"
 TEST_FILES = sorted(glob.glob(str(Path(pydicom.__file__).parent / "data" / "test_files" / "*.dcm")))

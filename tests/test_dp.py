@@ -15,12 +15,11 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from medwb.core import MedwbError
-from medwb.data import load_dataset
-from medwb.dp import (DPMLPClassifier, PrivacyBudget, dp_count, dp_histogram, dp_mean, dp_summary,
-                      membership_inference_audit)
-from medwb.features import split_dataset
-from medwb.models import TorchMLPClassifier
+from medwb.core.settings import MedwbError
+from medwb.datasets.builtin import load_dataset
+from medwb.privacy.dp import DPMLPClassifier, PrivacyBudget, dp_count, dp_histogram, dp_mean, dp_summary, membership_inference_audit
+from medwb.models.features import split_dataset
+from medwb.models.zoo import TorchMLPClassifier
 
 
 # --- the budget ---------------------------------------------------------------------------------------------

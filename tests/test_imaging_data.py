@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medwb.core import MedwbError
-from medwb.imaging_data import SPLITS, blob_scores, card, local_contrast, make_lesion_images, save_npz, split_indices
+from medwb.core.settings import MedwbError
+from medwb.imaging.synthetic import SPLITS, blob_scores, card, local_contrast, make_lesion_images, save_npz, split_indices
 
 
 @pytest.fixture(scope="module")

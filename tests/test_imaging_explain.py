@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medwb.core import MedwbError
-from medwb.imaging_data import make_lesion_images, split_indices
-from medwb.imaging_explain import (CONTROLS, METHODS, METRICS, attribute, deletion_insertion, gallery, localisation,
-                                   localisation_summary, map_similarity, random_maps, randomise_weights)
-from medwb.imaging_models import TrainConfig, fit, make_network
+from medwb.core.settings import MedwbError
+from medwb.imaging.synthetic import make_lesion_images, split_indices
+from medwb.explain.images import CONTROLS, METHODS, METRICS, attribute, deletion_insertion, gallery, localisation, localisation_summary, map_similarity, random_maps, randomise_weights
+from medwb.imaging.networks import TrainConfig, fit, make_network
 
 torch.set_num_threads(1)
 FAST = {"occlusion": dict(stride=8), "integrated_gradients": dict(n_steps=4)}

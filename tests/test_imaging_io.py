@@ -15,9 +15,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from medwb.core import MedwbError
-from medwb.imaging_io import (check_mask, preprocess, read_dicom_folder, read_dicom_image, read_dicom_series,
-                              read_image_folder, read_labelled_folder, read_medmnist_npz, read_nifti)
+from medwb.core.settings import MedwbError
+from medwb.imaging.io import check_mask, preprocess, read_dicom_folder, read_dicom_image, read_dicom_series, read_image_folder, read_labelled_folder, read_medmnist_npz, read_nifti
 
 
 def make_ct(path: Path, pixels, slope=2, intercept=-1024, instance=1, z=0.0, mono="MONOCHROME2", window=(40, 400)) -> Path:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from medwb.core import MedwbError
-from medwb.imaging_data import make_lesion_images, save_npz, split_indices
-from medwb.imaging_models import (NETWORKS, TrainConfig, cam_layer, default_device, fit, load_imaging_dataset, make_network,
-                                  network_task, plot_history, predict, split_params)
+from medwb.core.settings import MedwbError
+from medwb.imaging.synthetic import make_lesion_images, save_npz, split_indices
+from medwb.imaging.networks import NETWORKS, TrainConfig, cam_layer, default_device, fit, make_network, network_task, plot_history, predict, split_params
+from medwb.datasets.imaging import load_imaging_dataset
 
 torch.set_num_threads(1)
 

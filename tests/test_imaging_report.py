@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import write_settings
-from medwb.core import MANIFEST, MedwbError, load_settings, read_json, verify_manifest
-from medwb.pipeline import build_matrix, reproduce, run_matrix
-from medwb.reports import assert_offline
+from medwb.core.store import MANIFEST, read_json, verify_manifest
+from medwb.core.settings import MedwbError, load_settings
+from medwb.run.jobs import build_matrix
+from medwb.run.execute import reproduce, run_matrix
+from medwb.reports.html import assert_offline
 
 SMALL = {"model.small_cnn": {"epochs": 2, "lr": 0.003}, "model.unet": {"epochs": 2, "lr": 0.01},
          "imaging.tiny": {"generator": "lesions", "n": 100, "spacing": "(0.5, 0.5)"},
@@ -96,7 +98,7 @@ def test_rerun_is_cached_and_reproduce_is_identical(run):
 
 def test_folder_dataset_with_bad_files_counts_them(tmp_path):
     from PIL import Image
-    from medwb.imaging_data import make_lesion_images
+    from medwb.imaging.synthetic import make_lesion_images
     d = make_lesion_images(60, seed=4)
     img = tmp_path / "imgs"; img.mkdir()
     rows = []
@@ -111,7 +113,7 @@ def test_folder_dataset_with_bad_files_counts_them(tmp_path):
                        {"model.small_cnn": {"epochs": 1}, "imaging.folder": {"path": str(img), "labels": str(img / "labels.csv")}})
     settings = load_settings(s)
     jobs = [j for j in build_matrix(settings) if j.model == "small_cnn"]
-    from medwb.pipeline import run_job
+    from medwb.run.execute import run_job
     r = run_job(jobs[0])
     assert r["status"] == "ok", r.get("error")
     m, html = _report(r)
@@ -125,8 +127,8 @@ def test_dicom_folder_with_masks_trains_a_segmenter_with_spacing_from_the_files(
     "A DICOM export with PNG masks (PixelSpacing 0.8 mm) and two bad rows: the report reads mm² from the files."
     import pandas as pd
     from PIL import Image
-    from medwb.imaging_data import make_lesion_images, save_dicom_folder
-    from medwb.pipeline import run_job
+    from medwb.imaging.synthetic import make_lesion_images, save_dicom_folder
+    from medwb.run.execute import run_job
     dcm = save_dicom_folder(tmp_path / "dicom", make_lesion_images(60, seed=4), spacing=(0.8, 0.8))
     (dcm / "corrupt.dcm").write_bytes(b"not dicom")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(dcm / "tiny_mask.png")

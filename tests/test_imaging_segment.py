@@ -8,10 +8,9 @@ from matplotlib.figure import Figure
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-from medwb.core import MedwbError
-from medwb.imaging_data import make_lesion_images
-from medwb.imaging_segment import (LESION_COLUMNS, draw_annotations, lesion_table, postprocess, segmentation_metrics,
-                                   segmentation_summary)
+from medwb.core.settings import MedwbError
+from medwb.imaging.synthetic import make_lesion_images
+from medwb.imaging.segmentation import LESION_COLUMNS, draw_annotations, lesion_table, postprocess, segmentation_metrics, segmentation_summary
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +258,7 @@ def test_figure_bad_input(data):
 def test_unet_output_goes_through_the_pipeline(data):
     "The (untrained) U-Net's probability map has the layout postprocess, metrics and the table expect."
     import torch
-    from medwb.imaging_models import make_network, predict
+    from medwb.imaging.networks import make_network, predict
     torch.set_num_threads(1)
     net = make_network("unet", seed=0, channels=(8, 16), strides=(2,))
     prob = predict(net, data["images"][:4])

@@ -16,9 +16,8 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medwb.core import MedwbError
-from medwb.ingest import (DICOM_COLUMNS, FHIR_COLUMNS, HL7_COLUMNS, IngestLog, code_system, dicom_series_table, hl7_time,
-                          read_dicom_headers, read_fhir_bundle, read_hl7_oru, read_table)
+from medwb.core.settings import MedwbError
+from medwb.data.ingest import DICOM_COLUMNS, FHIR_COLUMNS, HL7_COLUMNS, IngestLog, code_system, dicom_series_table, hl7_time, read_dicom_headers, read_fhir_bundle, read_hl7_oru, read_table
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from conftest import write_settings
-from medwb.cleaning import LOG_COLUMNS, RULES, interpolate_series
-from medwb.clinic import CLINIC_FILES, KINDS, clinic, clinic_base, inject_errors, make_clinic_files, score_qc
-from medwb.core import MedwbError, SettingsError, load_settings
-from medwb.evaluate import evaluate_model
-from medwb.ingest import read_table
-from medwb.quality import Schema, harmonise, parse_dates, run_qc
+from medwb.quality.cleaning import LOG_COLUMNS, RULES, interpolate_series
+from medwb.datasets.clinic_demo import CLINIC_FILES, KINDS, clinic, clinic_base, inject_errors, make_clinic_files, score_qc
+from medwb.core.settings import MedwbError, SettingsError, load_settings
+from medwb.evaluation.metrics import evaluate_model
+from medwb.data.ingest import read_table
+from medwb.quality.checks import Schema, harmonise, parse_dates, run_qc
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MESSY, TRUTH, SCHEMA = DATA / CLINIC_FILES["messy"], DATA / CLINIC_FILES["truth"], DATA / CLINIC_FILES["schema"]
@@ -53,7 +53,7 @@ def base() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def ds():
-    return clinic()
+    return clinic(DATA)
 
 
 def headline(score: dict) -> dict:

@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
-from medwb.core import MedwbError
-from medwb.phi import (TYPES, Entity, evaluate, find_phi, id_check_digit, pseudonym, scrub, scrub_column,
-                       synthetic_notes, valid_resident_id)
+from medwb.core.settings import MedwbError
+from medwb.privacy.phi import TYPES, Entity, evaluate, find_phi, id_check_digit, pseudonym, scrub, scrub_column, valid_resident_id
+from medwb.privacy.notes import synthetic_notes
 
 # seeds never used while the detector was developed (the notebook uses seed 0)
 FRESH = {"zh": 7301, "en": 8402, "mixed": 9503}

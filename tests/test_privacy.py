@@ -23,11 +23,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import write_settings
-from medwb.core import MedwbError
-from medwb.privacy import (KEY_ENV, AgeBand, Band, KeyStore, MappingTable, RareToOther, Truncate, dictionary_attack,
-                           generalise, generate_key_file, k_anonymity, l_diversity, privacy_summary, pseudonymise,
-                           pseudonymise_frame, release, resident_id_check_digit, synthetic_mobile_numbers,
-                           synthetic_resident_ids, t_closeness, valid_resident_id)
+from medwb.core.settings import MedwbError
+from medwb.privacy.pseudonyms import KEY_ENV, KeyStore, MappingTable, dictionary_attack, generate_key_file, pseudonymise, pseudonymise_frame
+from medwb.privacy.anonymity import AgeBand, Band, RareToOther, Truncate, generalise, k_anonymity, l_diversity, privacy_summary, release, t_closeness
+from medwb.privacy.identifiers import resident_id_check_digit, synthetic_mobile_numbers, synthetic_resident_ids, valid_resident_id
 
 
 def refused(fn, *args, **kw) -> str:

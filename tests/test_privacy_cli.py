@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from conftest import medwb, write_settings
-from medwb.core import read_json, verify_manifest
+from medwb.core.store import read_json, verify_manifest
 
 SMALL = {"datasets": "breast_cancer", "models": "dummy", "seeds": "0", "executor": "sequential", "n_boot": "200"}
 
@@ -31,7 +31,7 @@ def test_withdrawal_deletes_only_that_subject_and_marks_versions_stale(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     data = tmp_path / "ward.csv"
     data.write_text("record_id,patient,glucose\nwdbc-0001,P1,5.1\nwdbc-0002,P2,6.2\nwdbc-0003,P1,7.0\nwdbc-0004,P3,4.4\n")
-    from medwb.consent import ConsentRegistry
+    from medwb.privacy.consent import ConsentRegistry
     reg = ConsentRegistry(tmp_path / "consent.json")
     for p in ("P1", "P2", "P3"): reg.record(p, "given", scope=["model_training", "evaluation"], basis="form v1", date="2020-01-01")
     bad = medwb("withdraw", "P9", "--registry", str(tmp_path / "consent.json"), "--data", f"{data}:patient", settings=s)
@@ -73,7 +73,7 @@ def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
     assert r.returncode == 0 and "kek-0002" in r.stdout, r.stdout + r.stderr
     r = medwb("keys", "retire", "kek-0001", settings=s)
     assert r.returncode == 0, r.stdout + r.stderr
-    from medwb.crypto import KekStore, decrypt_bytes
+    from medwb.privacy.crypto import KekStore, decrypt_bytes
     store = KekStore(keys)
     assert decrypt_bytes(copy.read_bytes(), store).decode().startswith("record_id")
     with pytest.raises(Exception, match="kek-0001"): decrypt_bytes(Path(enc).read_bytes(), store)

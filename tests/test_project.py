@@ -6,8 +6,9 @@ import re
 import subprocess
 
 from conftest import ROOT
-from medwb.core import sha256_file
-from medwb.data import dataset_card, load_dataset
+from medwb.core.hashing import sha256_file
+from medwb.data.dataset import dataset_card
+from medwb.datasets.builtin import load_dataset
 
 
 def test_lock_pins_every_package_and_torch():

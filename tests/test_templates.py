@@ -6,9 +6,10 @@ import json
 import pytest
 
 from conftest import ROOT, write_settings
-from medwb.core import load_settings
-from medwb.pipeline import build_matrix, execute_report, template_hash
-from medwb.reports import assert_offline
+from medwb.core.settings import load_settings
+from medwb.run.jobs import build_matrix, template_hash
+from medwb.run.execute import execute_report
+from medwb.reports.html import assert_offline
 
 
 SECTIONS = ["1. Identity and provenance", "2. Intended use", "3. Data", "4. Validation design", "5. Model specification",
