@@ -8,7 +8,7 @@ The raw table is what QC sees from a CSV export (`medwb.data.ingest.read_table`)
 dtype, "" read as missing. It is built (not timed) by resampling the rows of the messy `clinic` table
 (`medwb.datasets.clinic_demo.inject_errors(clinic_base())`, 23 columns) with fresh unique record_id and patient_id, so that
 the uniqueness checks only find what was put there, plus 7 laboratory columns declared in an extended schema
-(data/schemas/clinic.yml + 7 columns with ranges): 30 columns. Errors are injected at a known rate
+(medwb/resources/schemas/clinic.yml + 7 columns with ranges): 30 columns. Errors are injected at a known rate
 (`--error-rate`, share of cells, default 1%): each base row is drawn from the clinic records that carry an
 injected error with probability 23 x rate (one error per such record), each laboratory cell is a type or
 range error with probability rate, and 0.1% of rows each are exact duplicates, key duplicates and source
@@ -69,7 +69,7 @@ LABS = [("creatinine", "mg/dL", (0.1, 20), 0.9, 0.25, 2, False), ("sodium", "mmo
 # ---------------------------------------------------------------------------------------------------- data
 def extended_schema() -> Schema:
     import yaml
-    d = yaml.safe_load((ROOT / "data" / "schemas" / "clinic.yml").read_text(encoding="utf-8"))
+    d = yaml.safe_load((ROOT / "medwb" / "resources" / "schemas" / "clinic.yml").read_text(encoding="utf-8"))
     for name, unit, rng, *_ in LABS:
         d["columns"][name] = {"type": "number", "unit": unit, "range": list(rng), "description": f"{name} (benchmark column)"}
     d["name"] = "clinic30"
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     # warm-up (imports pandera, builds caches) on the 472-row clinic table, scored for reference
     messy, mtruth = inject_errors(clinic_base(a.seed), a.seed + 1)
     messy = messy.astype(str).mask(messy.astype(str) == "")
-    small_score = score_qc(run_qc(messy, Schema.load(ROOT / "data" / "schemas" / "clinic.yml")).issues, mtruth)
+    small_score = score_qc(run_qc(messy, Schema.load(ROOT / "medwb" / "resources" / "schemas" / "clinic.yml")).issues, mtruth)
 
     # scaling: a sample of n_small rows (rows are in random order: the first n_small are a random sample)
     small = raw.iloc[:n_small].reset_index(drop=True)

@@ -8,7 +8,7 @@ import torch
 from medwb.core.settings import MedwbError
 from medwb.imaging.synthetic import make_lesion_images, save_npz, split_indices
 from medwb.imaging.networks import NETWORKS, TrainConfig, cam_layer, default_device, fit, make_network, network_task, plot_history, predict, split_params
-from medwb.datasets.imaging import load_imaging_dataset
+from medwb.datasets.builtin import load_imaging_dataset
 
 torch.set_num_threads(1)
 

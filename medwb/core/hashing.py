@@ -56,12 +56,13 @@ def environment_fingerprint() -> str:
                       "packages": installed_packages()})
 
 def code_fingerprint() -> str:
-    "SHA-256 over the medwb package's Python sources (what actually runs)."
+    "SHA-256 over every source and data file of the medwb package, subpackages included (what actually runs)."
     import medwb
     pkg = Path(medwb.__file__).resolve().parent
     h = hashlib.sha256()
-    for f in sorted(pkg.glob("*.py")):
-        h.update(f.name.encode()); h.update(f.read_bytes())
+    for f in sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                    and not p.relative_to(pkg).parts[0] == "templates"):   # templates are hashed per job (template_hash)
+        h.update(f.relative_to(pkg).as_posix().encode()); h.update(f.read_bytes())
     return h.hexdigest()
 
 def git_commit(path: Path | str = ".") -> str | None:

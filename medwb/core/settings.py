@@ -12,15 +12,15 @@ import os
 import random
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'load_settings',
-           'seed_everything']
+__all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'MedwbError',
+           'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings', 'seed_everything']
 
 # %% ../../nbs/00_core/01_settings.ipynb #c004
 class MedwbError(Exception):
@@ -30,6 +30,9 @@ class SettingsError(MedwbError):
     "A missing or malformed key in settings.ini."
 
 # %% ../../nbs/00_core/01_settings.ipynb #c006
+# The defaults of the evaluation design, written once: Settings, load_settings and every library function use these.
+N_BOOT, FOLDS, REPEATS, ROUNDS, MIN_SUBGROUP_N = 1000, 5, 3, 20, 30
+
 EXECUTORS = ("process", "sequential", "dask")
 EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
 IMPUTATIONS = ("mean", "median", "most_frequent", "knn", "iterative", "drop")   # medwb.models.features.IMPUTERS
@@ -46,12 +49,12 @@ class Settings:
     models: tuple[str, ...]           # run matrix: model names
     seeds: tuple[int, ...]            # run matrix: seeds
     evaluation: str = "holdout"       # holdout | kfold | repeated_kfold | bootstrap (clause 5.3.2.1)
-    folds: int = 5                    # k for (repeated) k-fold
-    repeats: int = 3                  # repeats of repeated_kfold
-    rounds: int = 20                  # models fitted in the bootstrap design
+    folds: int = FOLDS                    # k for (repeated) k-fold
+    repeats: int = REPEATS                  # repeats of repeated_kfold
+    rounds: int = ROUNDS                  # models fitted in the bootstrap design
     threshold: Any = "youden"         # 'youden' (chosen on validation data) or a fixed probability
-    n_boot: int = 1000                # bootstrap resamples for confidence intervals
-    min_subgroup_n: int = 30          # subgroups smaller than this are flagged
+    n_boot: int = N_BOOT                # bootstrap resamples for confidence intervals
+    min_subgroup_n: int = MIN_SUBGROUP_N          # subgroups smaller than this are flagged
     imputation: str = "median"        # missing data: mean | median | most_frequent | knn | iterative | drop
     kek_dir: Path | None = None       # key-encryption-key folder: sensitive artifacts are encrypted at rest when set
     project: Path | None = None       # project record (clause 4.1): intended use, ethics approval
@@ -62,6 +65,26 @@ class Settings:
     dataset_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [dataset.NAME]
     imaging: tuple = ()               # imaging run matrix: (dataset, network) pairs (clause 6.2.3)
     imaging_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [imaging.NAME]
+
+    def evaluation_config(self) -> dict:
+        "The evaluation settings that determine a result (only those the chosen design uses): what a model job hashes."
+        m = self.evaluation
+        return {"method": m, "folds": self.folds if m in ("kfold", "repeated_kfold") else None,
+                "repeats": self.repeats if m == "repeated_kfold" else None, "rounds": self.rounds if m == "bootstrap" else None,
+                "threshold": self.threshold, "n_boot": self.n_boot, "min_subgroup_n": self.min_subgroup_n, "imputation": self.imputation}
+
+    def as_dict(self) -> dict:
+        "The settings as JSON (paths as strings): how a job hands them, complete, to its report template."
+        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, default=str))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Settings":
+        "The settings a job handed to its template (the inverse of `as_dict`)."
+        paths = {"path", "data_dir", "reports_dir", "templates_dir", "kek_dir", "project"}
+        kw = {k: (Path(v) if k in paths and v is not None else v) for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        for k in ("datasets", "models", "seeds"): kw[k] = tuple(kw.get(k) or ())
+        kw["imaging"] = tuple(tuple(p) for p in kw.get("imaging") or ())
+        return cls(**kw)
 
     @property
     def n_jobs(self) -> int:
@@ -105,6 +128,11 @@ def find_settings(start: Path | str | None = None) -> Path:
     raise SettingsError(f"no settings.ini with a [medwb] section found in {p} or its parents "
                         "(pass --settings PATH or set MEDWB_SETTINGS)")
 
+def package_path(*parts: str) -> Path:
+    "A file or folder shipped inside the medwb package (its report templates, schemas, standards tables)."
+    from importlib.resources import files
+    return Path(str(files("medwb").joinpath(*parts)))
+
 # %% ../../nbs/00_core/01_settings.ipynb #c008
 def load_settings(path: Path | str | None = None, # settings.ini; None: `find_settings()`
                   **overrides) -> Settings:       # values that replace the file's (None values are ignored)
@@ -134,9 +162,9 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     executor = str(raw["executor"]).strip()
     if executor not in EXECUTORS:
         raise SettingsError(f"settings.ini [medwb] executor = {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    jobs, folds = _as_int("jobs", raw["jobs"]), _as_int("folds", raw.get("folds", 5))
-    repeats, rounds = _as_int("repeats", raw.get("repeats", 3)), _as_int("rounds", raw.get("rounds", 20))
-    n_boot, min_n = _as_int("n_boot", raw.get("n_boot", 1000)), _as_int("min_subgroup_n", raw.get("min_subgroup_n", 30))
+    jobs, folds = _as_int("jobs", raw["jobs"]), _as_int("folds", raw.get("folds", FOLDS))
+    repeats, rounds = _as_int("repeats", raw.get("repeats", REPEATS)), _as_int("rounds", raw.get("rounds", ROUNDS))
+    n_boot, min_n = _as_int("n_boot", raw.get("n_boot", N_BOOT)), _as_int("min_subgroup_n", raw.get("min_subgroup_n", MIN_SUBGROUP_N))
     if min(repeats, rounds) < 1: raise SettingsError("settings.ini [medwb] repeats and rounds must be >= 1")
     if n_boot < 100: raise SettingsError(f"settings.ini [medwb] n_boot = {n_boot}: use at least 100 bootstrap resamples")
     threshold = str(raw.get("threshold", "youden")).strip()
@@ -167,7 +195,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     imaging = _imaging_pairs(raw.get("imaging") or "")
     return Settings(path=path.resolve(), data_dir=(root / str(raw["data_dir"]).strip()).resolve(),
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),
-                    templates_dir=(root / str(raw.get("templates_dir") or "nbs/reports").strip()).resolve(),
+                    templates_dir=(root / str(raw["templates_dir"]).strip()).resolve() if str(raw.get("templates_dir") or "").strip() else package_path("templates"),
                     datasets=lst("datasets"), models=lst("models"), seeds=seeds, evaluation=evaluation,
                     folds=folds, repeats=repeats, rounds=rounds, threshold=threshold, n_boot=n_boot, min_subgroup_n=min_n,
                     imputation=imputation,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.settings import MedwbError
+from ..core.settings import MedwbError, load_settings, package_path
 from ..core.io import atomic_write_text
 from ..core.hashing import sha256_file
 from ..data.dataset import Dataset
@@ -20,8 +20,8 @@ from ..quality.checks import Schema, run_qc
 from ..quality.cleaning import clean, load_clean_csv
 
 # %% auto #0
-__all__ = ['KINDS', 'CLINIC_FILES', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_consent', 'clinic_annotations',
-           'make_clinic_files', 'clinic']
+__all__ = ['KINDS', 'CLINIC_FILES', 'CLINIC_SCHEMA', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_consent',
+           'clinic_annotations', 'make_clinic_files', 'clinic']
 
 # %% ../../nbs/08_datasets/01_clinic_demo.ipynb #c003
 def clinic_base(seed: int = 0) -> pd.DataFrame:
@@ -140,10 +140,11 @@ def score_qc(issues: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 # %% ../../nbs/08_datasets/01_clinic_demo.ipynb #c011
 CLINIC_FILES = {"messy": "clinic_messy.csv", "truth": "clinic_truth.csv", "annotations": "clinic_annotations.csv",
-                "consent": "clinic_consent.json", "schema": "schemas/clinic.yml"}
+                "consent": "clinic_consent.json"}
+CLINIC_SCHEMA = "schemas/clinic.yml"   # shipped with the package (medwb/resources/schemas)
 
 def clinic_consent(base: pd.DataFrame, seed: int = 0) -> dict:
-    "A consent registry (medwb.core format) for the clinic patients: most consented to training and evaluation; a few did not."
+    "A consent registry (medwb.privacy.consent format) for the clinic patients: most consented to training and evaluation; a few did not."
     from medwb.privacy.consent import _FORMAT
     rng = np.random.default_rng(seed + 3)
     pids = base["patient_id"].tolist()
@@ -186,9 +187,8 @@ def make_clinic_files(folder: Path | str, seed: int = 0) -> dict[str, Path]:
 
 def clinic(folder: Path | str | None = None) -> Dataset:
     "The cleaned clinic table (regression: progression), with its QC and cleaning record, read from the data folder `folder`."
-    if folder is None: raise MedwbError("dataset 'clinic' is read from a data folder: pass the settings' data_dir")
-    folder = Path(folder)
-    paths = {k: folder / v for k, v in CLINIC_FILES.items()}
+    folder = Path(folder) if folder is not None else load_settings().data_dir   # the nearest settings.ini's data folder
+    paths = {k: folder / v for k, v in CLINIC_FILES.items()} | {"schema": package_path("resources", CLINIC_SCHEMA)}
     for k, p in paths.items():
         if not p.exists(): raise MedwbError(f"dataset 'clinic': {p} is missing (write the shipped files with medwb.datasets.clinic_demo.make_clinic_files(data_dir))")
     truth = pd.read_csv(paths["truth"], dtype={"column": str, "kind": str, "old": str, "injected": str}, keep_default_na=False)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..core.settings import MedwbError
 
 # %% auto #0
-__all__ = ['ImagingDataset', 'imaging_dataset']
+__all__ = ['ImagingDataset', 'imaging_dataset', 'card_rows', 'shortcut_check']
 
 # %% ../../nbs/08_datasets/02_imaging.ipynb #c030
 _GEN_KEYS = ("n", "size", "seed", "prevalence", "confounder", "contrast", "noise", "marker_p")
@@ -138,3 +138,31 @@ def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -
     if r.masks is not None: card["label/mask agreement"] = _label_mask_agreement(labels, r.masks, ids)
     return ImagingDataset(name, np.asarray(r.images, np.float32), labels, r.masks, split_indices(labels, seed=split_seed),
                           card, spacing, ids, r.log)
+
+# %% ../../nbs/08_datasets/02_imaging.ipynb #c100
+def card_rows(ds: ImagingDataset) -> dict:
+    "The dataset card of an imaging report, row name -> value (rows that do not apply are left out)."
+    c = ds.card
+    rows = {"name": c.get("name", ds.name), "synthetic": c.get("synthetic"), "source / generator": c.get("generator") or c.get("source"),
+            "parameters": c.get("parameters"), "intended use": "; ".join(c.get("intended_use", [])) or c.get("description"),
+            "not for": c.get("not_for"), "ground truth": c.get("ground_truth"),
+            "image size": f"{ds.images.shape[2]} × {ds.images.shape[3]} px, {ds.images.shape[1]} channel(s)",
+            "masks": "known for every image" if ds.masks is not None else "none (classification only; localisation not measurable)",
+            "pixel spacing": f"{ds.spacing} mm (rows, columns)" + (" — nominal, the images are synthetic" if c.get("synthetic") else "")
+            if ds.spacing else "unknown: lesion areas are given in pixels only",
+            "fingerprint (SHA-256 of the arrays)": ds.fingerprint}
+    rows |= {k: c[k] for k in ("format", "intensity", "spacing source", "label/mask agreement") if c.get(k)}
+    if not rows["intended use"]: rows["intended use"] = f"not stated (description = ... in [imaging.{ds.name}])"
+    return {k: v for k, v in rows.items() if v is not None}
+
+def shortcut_check(ds: ImagingDataset, predict, threshold: float, seed_offset: int = 1000) -> dict | None:
+    "ROC-AUC of `predict` (images -> P(lesion)) on fresh marker-free images of the same generator; None without a known confounder."
+    from medwb.evaluation.metrics import classification_metrics
+    from medwb.imaging.synthetic import make_lesion_images
+    params = ds.card.get("parameters") or {}
+    if not params.get("confounder"): return None
+    gp = {k: v for k, v in params.items() if k in _GEN_KEYS}
+    clean = make_lesion_images(**{**gp, "confounder": False, "seed": gp["seed"] + seed_offset})
+    p = predict(clean["images"])
+    return {"roc_auc_without_marker": classification_metrics(clean["labels"], p, threshold)["roc_auc"],
+            "n_without_marker": int(len(p)), "marker_p": tuple(gp.get("marker_p", (0.1, 0.9)))}

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..core.settings import MedwbError
 from .uncertainty import bootstrap_classification, bootstrap_regression, bootstrap_weights, confidence_intervals, delong_test
+from ..core.settings import MIN_SUBGROUP_N, N_BOOT
 
 # %% auto #0
 __all__ = ['THRESHOLD_FREE', 'AGE_BANDS', 'SUBGROUP_METRICS', 'intervals', 'paired', 'calibration_slope', 'calibration_intercept',
@@ -46,7 +47,7 @@ def _pct(v, alpha=0.05):
     lo, hi = np.nanpercentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
 
-def intervals(y, score, task: str, threshold=0.5, n_boot: int = 1000, seed: int = 0, groups=None) -> dict:
+def intervals(y, score, task: str, threshold=0.5, n_boot: int = N_BOOT, seed: int = 0, groups=None) -> dict:
     "`confidence_intervals` where `threshold` may hold one threshold per row and `groups` (record ids) may repeat."
     y, s = np.asarray(y), np.asarray(score, dtype=float)
     thr = np.asarray(threshold if task == "classification" else 0.5, dtype=float)
@@ -62,7 +63,7 @@ def intervals(y, score, task: str, threshold=0.5, n_boot: int = 1000, seed: int 
                 c["lo"], c["hi"] = _pct(boot[k]); c["n_valid"] = int((~np.isnan(boot[k])).sum()); c["resampled"] = "records"
     return base
 
-def paired(y, a, b, task: str, thr_a=0.5, thr_b=0.5, n_boot: int = 1000, seed: int = 0, groups=None) -> dict:
+def paired(y, a, b, task: str, thr_a=0.5, thr_b=0.5, n_boot: int = N_BOOT, seed: int = 0, groups=None) -> dict:
     "Paired bootstrap differences (a − b) of every metric on the same resamples (rows, or records when `groups` repeat)."
     y = np.asarray(y)
     ta, tb = (np.asarray(t if task == "classification" else 0.5, dtype=float) for t in (thr_a, thr_b))
@@ -184,7 +185,7 @@ def align(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     order_b = pd.Series(range(len(b)), index=pd.MultiIndex.from_tuples(kb))
     return a.reset_index(drop=True), b.iloc[order_b.loc[ka].to_numpy()].reset_index(drop=True)
 
-def compare(pred: pd.DataFrame, other: pd.DataFrame, task: str, n_boot: int = 1000, seed: int = 0) -> dict:
+def compare(pred: pd.DataFrame, other: pd.DataFrame, task: str, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     "Paired bootstrap differences (this − other) for every metric, and DeLong's test for the AUC."
     a, b = align(pred, other)
     y = a["y_true"].to_numpy()
@@ -219,7 +220,7 @@ def subgroup_columns(ds) -> dict[str, pd.Series]:
 
 SUBGROUP_METRICS = {"classification": ("roc_auc", "sensitivity", "specificity"), "regression": ("mae", "r2")}
 
-def subgroup_table(ds, pred: pd.DataFrame, min_n: int = 30, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def subgroup_table(ds, pred: pd.DataFrame, min_n: int = MIN_SUBGROUP_N, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     "Metrics with 95% CIs per subgroup of the evaluated predictions; a warning column flags small or undefined groups."
     cols = subgroup_columns(ds)
     rows = []

@@ -18,6 +18,7 @@ from ..core.settings import MedwbError, seed_everything
 from ..data.dataset import Dataset
 from ..models.features import build_pipeline, check_no_leakage, complete_cases, kfold_splits, split_dataset, split_table, validation_split
 from ..models.zoo import make_model
+from ..core.settings import FOLDS, REPEATS, ROUNDS
 
 # %% auto #0
 __all__ = ['METHODS', 'classification_metrics', 'regression_metrics', 'choose_threshold', 'Evaluation', 'score_kind',
@@ -146,7 +147,7 @@ def _fit_part(ds, est, tr, te, seed, policy, X, y, imputation="median"):
 
 # %% ../../nbs/05_evaluation/01_metrics.ipynb #c012
 def evaluate_model(ds: Dataset, model: str, seed: int = 0, params: dict | None = None,
-                   method: str = "holdout", folds: int = 5, repeats: int = 3, rounds: int = 20,
+                   method: str = "holdout", folds: int = FOLDS, repeats: int = REPEATS, rounds: int = ROUNDS,
                    threshold: str | float = "youden",
                    imputation: str = "median") -> Evaluation:   # missing data: one of medwb.models.features.IMPUTERS
     "Fit model family `model` (a registered name, or an unfitted estimator) on `ds` and evaluate it with one of METHODS."

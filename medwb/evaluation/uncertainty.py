@@ -10,6 +10,7 @@ from scipy import sparse, stats
 
 from ..core.settings import MedwbError
 from .metrics import classification_metrics, regression_metrics
+from ..core.settings import N_BOOT
 
 # %% auto #0
 __all__ = ['bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'confidence_intervals', 'mean_ci',
@@ -48,7 +49,7 @@ def _blocks(n_boot: int, width: int) -> list[slice]:
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c006
 def bootstrap_weights(y,                         # outcomes: 0/1 labels (the strata) or regression targets
-                      n_boot: int = 1000,        # number of resamples
+                      n_boot: int = N_BOOT,        # number of resamples
                       seed: int = 0,             # seed of `np.random.default_rng`
                       stratified: bool = True,   # resample each class separately, keeping the class counts
                      ) -> np.ndarray:            # (n_boot, n) integer counts; each row sums to n
@@ -75,7 +76,7 @@ def bootstrap_classification(y,                                  # 0/1 outcomes
                              score,                              # predicted probabilities of class 1
                              threshold: float = 0.5,             # class 1 is predicted where score >= threshold
                              weights: np.ndarray | None = None,  # (n_boot, n) resample counts; None: `bootstrap_weights(y, n_boot, seed)`
-                             n_boot: int = 1000,                 # resamples, when `weights` is None
+                             n_boot: int = N_BOOT,                 # resamples, when `weights` is None
                              seed: int = 0,                      # seed, when `weights` is None
                             ) -> dict[str, np.ndarray]:          # metric -> its value in each resample (NaN: undefined)
     "Accuracy, sensitivity, specificity, precision, NPV, F1, ROC-AUC, PR-AUC and Brier score in every resample."
@@ -110,7 +111,7 @@ def bootstrap_classification(y,                                  # 0/1 outcomes
 def bootstrap_regression(y,                                  # observed outcomes
                          pred,                               # predictions
                          weights: np.ndarray | None = None,  # (n_boot, n) resample counts; None: `bootstrap_weights(y, n_boot, seed, stratified=False)`
-                         n_boot: int = 1000,                 # resamples, when `weights` is None
+                         n_boot: int = N_BOOT,                 # resamples, when `weights` is None
                          seed: int = 0,                      # seed, when `weights` is None
                         ) -> dict[str, np.ndarray]:          # metric -> its value in each resample (NaN: undefined)
     "MSE, RMSE, MAE and R² in every resample."
@@ -163,7 +164,7 @@ def confidence_intervals(y,                       # outcomes (0/1 for classifica
                          score,                   # predicted probabilities (classification) or predictions (regression)
                          task: str,               # 'classification' or 'regression'
                          threshold: float = 0.5,  # decision threshold (classification)
-                         n_boot: int = 1000,      # bootstrap resamples
+                         n_boot: int = N_BOOT,      # bootstrap resamples
                          seed: int = 0,           # seed of the resampling
                          alpha: float = 0.05,     # 1 - confidence level
                         ) -> dict:                # metric -> {estimate, lo, hi, n_valid[, reason]}
@@ -182,7 +183,7 @@ def confidence_intervals(y,                       # outcomes (0/1 for classifica
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c026
 def mean_ci(values,                  # one number per item (image, patient); NaN = undefined for that item
-            n_boot: int = 1000,      # bootstrap resamples
+            n_boot: int = N_BOOT,      # bootstrap resamples
             seed: int = 0,           # seed of the resampling
             alpha: float = 0.05,     # 1 - confidence level
            ) -> dict:                # {estimate, lo, hi, n, n_undefined}
@@ -202,7 +203,7 @@ def paired_differences(y,                         # outcomes (0/1 for classifica
                        task: str,                 # 'classification' or 'regression'
                        threshold_a: float = 0.5,  # model A's decision threshold
                        threshold_b: float = 0.5,  # model B's decision threshold
-                       n_boot: int = 1000,        # bootstrap resamples
+                       n_boot: int = N_BOOT,        # bootstrap resamples
                        seed: int = 0,             # seed of the resampling
                        alpha: float = 0.05,       # 1 - confidence level
                       ) -> dict:                  # metric -> {difference, lo, hi, n_valid[, reason]}

@@ -12,10 +12,12 @@ import pandas as pd
 import torch
 
 from ..core.settings import MedwbError
+from ..core.settings import N_BOOT
 
 # %% auto #0
 __all__ = ['METHODS', 'CONTROLS', 'METRICS', 'GROUPS', 'attribute', 'random_maps', 'randomise_weights', 'map_similarity',
-           'localisation', 'localisation_summary', 'deletion_insertion', 'gallery']
+           'localisation', 'localisation_summary', 'localisation_table', 'localisation_verdicts', 'deletion_insertion',
+           'faithfulness_table', 'gallery']
 
 # %% ../../nbs/07_explain/02_images.ipynb #c007
 METHODS = ("gradcam", "gradcampp", "occlusion", "integrated_gradients")
@@ -217,7 +219,7 @@ def localisation(maps: np.ndarray,      # (N, H, W) non-negative heat maps
 def localisation_summary(maps: dict,             # {method: {control: (N, H, W) maps}}, control in CONTROLS
                          masks: np.ndarray,      # (N, [1,] H, W) lesion masks of the same images
                          tolerance: int = 2,     # pointing-game tolerance in pixels
-                         n_boot: int = 1000,     # bootstrap resamples of the images, per interval
+                         n_boot: int = N_BOOT,     # bootstrap resamples of the images, per interval
                          seed: int = 0,
                          alpha: float = 0.05,    # 1 - confidence level
                          ) -> pd.DataFrame:      # one row per (method, control)
@@ -238,6 +240,25 @@ def localisation_summary(maps: dict,             # {method: {control: (N, H, W) 
             r.update(spearman_vs_model=float(np.nanmean(sim)) if np.isfinite(sim).any() else np.nan, n_sim=int(np.isfinite(sim).sum()))
             rows.append(r)
     return pd.DataFrame(rows)
+
+def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
+    "The localisation summary as the report shows it: estimate [95% CI] per measure, by method and map source."
+    ci = lambda r, k: f"{r[k]:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
+    return pd.DataFrame([{"method": r["method"], "maps from": r["control"], "images": r["n"],
+                          **{k.replace("_", " "): ci(r, k) for k in METRICS},
+                          "Spearman vs model": "–" if pd.isna(r["spearman_vs_model"]) else f"{r['spearman_vs_model']:.3f}"}
+                         for _, r in loc.iterrows()]).set_index(["method", "maps from"])
+
+def localisation_verdicts(loc: pd.DataFrame) -> list[str]:
+    "One sentence per method: is its pointing game better than both controls (non-overlapping 95% CIs)?"
+    g, out = loc.set_index(["method", "control"]), []
+    for m in METHODS:
+        mod, ran, rw = g.loc[(m, "model")], g.loc[(m, "random map")], g.loc[(m, "randomised weights")]
+        better = mod["pointing_hit_lo"] > max(ran["pointing_hit_hi"], rw["pointing_hit_hi"])
+        out.append(f"**{m}**: pointing game {mod['pointing_hit']:.2f} against {ran['pointing_hit']:.2f} (random maps) and "
+                   f"{rw['pointing_hit']:.2f} (randomised weights; Spearman similarity {rw['spearman_vs_model']:.2f}) — "
+                   + ("better than both controls (the CIs do not overlap)" if better else "**not clearly better than both controls**"))
+    return out
 
 # %% ../../nbs/07_explain/02_images.ipynb #c025
 def deletion_insertion(model: torch.nn.Module,  # classifier returning logits (N, classes)
@@ -286,6 +307,13 @@ def deletion_insertion(model: torch.nn.Module,  # classifier returning logits (N
                        **{k.replace("_random", "") + "_auc" + ("_random" if k.endswith("_random") else ""): v for k, v in auc.items()}})
     df.attrs["curves"] = {"fraction": frac, **curves}
     return df
+
+def faithfulness_table(fa: dict) -> pd.DataFrame:
+    "Deletion and insertion AUCs in the map's order and in a random order (mean [95% CI]), and which way is faithful."
+    f = lambda k: f"{fa[k]['estimate']:.3f} [{fa[k]['lo']:.3f}, {fa[k]['hi']:.3f}]"
+    return pd.DataFrame({"Grad-CAM order": [f("deletion_auc"), f("insertion_auc")],
+                         "random order": [f("deletion_auc_random"), f("insertion_auc_random")],
+                         "faithful when": ["lower than random", "higher than random"]}, index=["deletion", "insertion"])
 
 # %% ../../nbs/07_explain/02_images.ipynb #c030
 GROUPS = (("fn", "missed positives (false negatives)"), ("fp", "false positives"), ("tp", "true positives"))

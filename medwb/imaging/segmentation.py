@@ -15,6 +15,7 @@ from skimage.morphology import remove_small_objects
 
 from ..core.settings import MedwbError
 from ..evaluation.uncertainty import bootstrap_weights, mean_ci
+from ..core.settings import N_BOOT
 
 # %% auto #0
 __all__ = ['CONNECTIVITY', 'LESION_COLUMNS', 'PRED_COLOUR', 'TRUTH_COLOUR', 'postprocess', 'segmentation_metrics',
@@ -124,7 +125,7 @@ def segmentation_metrics(pred,                # predicted masks (N, 1, H, W), (N
 _NEED = ("has_lesion", "pred_px", "dice", "iou", "true_lesions", "found", "false_lesions")
 
 def segmentation_summary(per_image: pd.DataFrame,   # the output of segmentation_metrics
-                         n_boot: int = 1000,         # bootstrap resamples
+                         n_boot: int = N_BOOT,         # bootstrap resamples
                          seed: int = 0,              # seed of the resampling
                          alpha: float = 0.05,        # 1 - confidence level
                          ) -> pd.DataFrame:          # one row per measure: estimate, lo, hi, n, n_undefined, over

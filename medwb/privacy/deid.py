@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
+
+import medwb
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -28,8 +30,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
 
-import medwb
-from ..core.settings import MedwbError
+from ..core.settings import MedwbError, package_path
 from ..core.io import atomic_write_text
 from ..core.hashing import sha256_bytes
 
@@ -40,7 +41,7 @@ __all__ = ['STANDARDS_DIR', 'TABLE_EDITION', 'TABLE_FILE', 'TABLE_SHA256', 'TABL
            'FolderResult', 'deidentify_folder']
 
 # %% ../../nbs/03_privacy/08_deid.ipynb #c004
-STANDARDS_DIR = Path(medwb.__file__).resolve().parent.parent / "data" / "standards"
+STANDARDS_DIR = package_path("resources", "standards")   # package data: the table travels with the code
 TABLE_EDITION = "2026d"
 TABLE_FILE = STANDARDS_DIR / "ps3.15_table_E.1-1_2026d.json"
 TABLE_SHA256 = "600ec53ad601eb6f69aab203625cd3538c79b943e053b21fb5769c94af3792fd"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.settings import MedwbError
+from ..core.settings import MedwbError, package_path
 from ..data.dataset import Dataset
 from ..quality.checks import Schema
 from ..quality.cleaning import clean
@@ -39,7 +39,9 @@ def schema_for(ds: Dataset, data_dir: Path | str | None = None) -> tuple[Schema,
     if data_dir is not None:
         p = Path(data_dir) / "schemas" / f"{ds.name}.yml"
         if p.exists(): return Schema.load(p), f"declared: {p.parent.name}/{p.name}"
-    return infer_schema(ds), "inferred from the data's types (no schema declared in data/schemas/)"
+    shipped = package_path("resources", "schemas", f"{ds.name}.yml")   # the built-in datasets' schemas travel with the package
+    if shipped.exists(): return Schema.load(shipped), f"declared: schemas/{shipped.name}"
+    return infer_schema(ds), "inferred from the data's types (no schema declared in the data folder's schemas/)"
 
 # %% ../../nbs/09_reports/05_data.ipynb #c006
 def lifecycle(ds: Dataset, data_dir: Path | str | None = None) -> dict:

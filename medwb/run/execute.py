@@ -69,7 +69,7 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
             **({"data_report": job.data_report} if job.data_report else {})}
     try:
         metrics = execute_report(job, stage, prov)
-        if job.kek_dir:   # clause 5.1.1.3: predictions, data extracts and the fitted model are stored encrypted, before hashing
+        if job.kek_dir:   # clause 5.1.1.3: every kind of job stores its patient-level files encrypted, before hashing
             from medwb.privacy.crypto import KekStore, encrypt_sensitive
             encrypt_sensitive(stage, KekStore(job.kek_dir), remove_plaintext=True)
         headline = make_headline(job.task, metrics)
@@ -172,7 +172,7 @@ def job_from_manifest(manifest: dict, settings: Settings) -> Job:
     tpl = settings.templates_dir / TEMPLATES[inp["task"]]
     project = settings.project if settings.project and settings.project.exists() else None
     return Job(inp["dataset"], inp["model"], inp["seed"], inp["task"], inp["params"], inp["evaluation"], str(tpl),
-               str(settings.reports_dir), str(settings.path) if settings.path else None, str(project) if project else None, inp)
+               str(settings.reports_dir), settings.as_dict(), str(project) if project else None, inp)
 
 def reproduce(version_path: Path | str, settings: Settings) -> dict:
     "Re-execute a published version; return {'identical', 'differences', 'input_changes', 'seconds'}."

@@ -21,7 +21,7 @@ from ..models.zoo import model_params
 
 # %% auto #0
 __all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job',
-           'evaluation_config', 'build_matrix', 'dataset_fingerprint']
+           'check_kek_dir', 'make_job', 'build_matrix', 'dataset_fingerprint']
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -62,7 +62,7 @@ def template_hash(path: Path | str) -> str:
 
 @dataclass
 class Job:
-    "One (dataset, model, seed) execution and the inputs that determine its result."
+    "One (dataset, model, seed) execution, the inputs that determine its result, and the complete settings it runs under."
     dataset: str
     model: str
     seed: int
@@ -71,46 +71,69 @@ class Job:
     evaluation: dict          # design and its settings: method, folds, repeats, rounds, threshold, n_boot, min_subgroup_n
     template: str            # path of the report notebook
     reports_dir: str
-    settings_path: str | None
+    settings: dict            # the complete settings (Settings.as_dict()): the one path by which settings reach a template
     project: str | None = None                    # project record (project.yml)
     inputs: dict = field(default_factory=dict)   # everything hashed into the version id
     data_report: dict | None = None               # model jobs: the data report of this dataset version (not hashed)
-    kek_dir: str | None = None                    # encrypt sensitive artifacts at rest with this key folder (medwb.privacy.crypto)
 
     @property
     def version_id(self) -> str: return hash_json(self.inputs)[:16]
     @property
     def label(self) -> str: return f"{self.dataset}/{self.model}/seed{self.seed}"
+    @property
+    def kek_dir(self) -> str | None: return self.settings.get("kek_dir")
+    @property
+    def settings_path(self) -> str | None: return self.settings.get("path")
 
     def parameters(self, out_dir: str, provenance: dict) -> dict:
         "The papermill parameters of the report notebook."
         return {"dataset": self.dataset, "model": self.model, "seed": self.seed, "model_params": self.params,
-                "evaluation": self.evaluation, "settings_path": self.settings_path, "project_path": self.project,
+                "evaluation": self.evaluation, "settings": self.settings, "project_path": self.project,
                 "out_dir": out_dir, "provenance": provenance}
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c008
-def evaluation_config(settings: Settings) -> dict:
-    "The evaluation settings that determine a result (only those the chosen design uses)."
-    m = settings.evaluation
-    return {"method": m, "folds": settings.folds if m in ("kfold", "repeated_kfold") else None,
-            "repeats": settings.repeats if m == "repeated_kfold" else None, "rounds": settings.rounds if m == "bootstrap" else None,
-            "threshold": settings.threshold, "n_boot": settings.n_boot, "min_subgroup_n": settings.min_subgroup_n}
+def check_kek_dir(settings: Settings) -> None:
+    "Refuse, before any job runs, a `kek_dir` that is missing, not a folder, or readable by others."
+    k = settings.kek_dir
+    if k is None: return
+    if not k.exists(): raise MedwbError(f"settings kek_dir {k} does not exist (make it with `medwb keys init --kek-dir {k}`)")
+    if not k.is_dir(): raise MedwbError(f"settings kek_dir {k} is not a folder")
+    mode = k.stat().st_mode & 0o777
+    if mode & 0o007: raise MedwbError(f"settings kek_dir {k} is readable by others (mode {mode:o}): chmod 700 {k}")
 
-def _data_job(d: str, ds, settings: Settings, common: dict, project: Path | None) -> Job:
+def make_job(settings: Settings, dataset: str, model: str, seed: int, task: str, params: dict, evaluation: dict,
+             template: Path, common: dict, **inputs) -> Job:
+    "A job of any kind (data, tabular, imaging, ...), built the same way: every kind gets the same settings, seed and encryption."
+    ins = {"dataset": dataset, "model": model, "params": params, "seed": seed, "task": task, "evaluation": evaluation,
+           **inputs, **common, "template": template_hash(template)}
+    if settings.kek_dir: ins["encrypted_at_rest"] = True   # the version's files differ, so its id does too
+    project = common.get("_project_path")
+    ins.pop("_project_path", None)
+    return Job(dataset, model, seed, task, params, evaluation, str(template), str(settings.reports_dir), settings.as_dict(),
+               project, ins)
+
+def _common(settings: Settings) -> dict:
+    "Inputs every job hashes: project record, medwb version, code and environment."
+    project = settings.project if settings.project and settings.project.exists() else None
+    return {"project": sha256_file(project) if project else None, "medwb_version": medwb.__version__,
+            "code": code_fingerprint(), "environment": environment_fingerprint(), "_project_path": str(project) if project else None}
+
+def _template(settings: Settings, task: str) -> Path:
+    tpl = settings.templates_dir / TEMPLATES[task]
+    if not tpl.exists(): raise MedwbError(f"report template for {task} not found: {tpl}")
+    return tpl
+
+def _data_job(d: str, ds, settings: Settings, common: dict) -> Job:
     "The data-report job of dataset `d` (clause 5.1): versioned by content, raw file, schema, code and template."
     from medwb.reports.data import schema_for
-    tpl = settings.templates_dir / TEMPLATES["data"]
-    if not tpl.exists(): raise MedwbError(f"data report template not found: {tpl}")
     schema, _ = schema_for(ds, settings.data_dir)
     ev = {"method": "data report", "imputation": settings.imputation}
-    inputs = {"dataset": d, "dataset_fingerprint": ds.fingerprint, "model": DATA_MODEL, "params": {}, "seed": 0,
-              "task": "data", "evaluation": ev, "raw_sha256": ds.card.get("raw_sha256"), "schema": schema.hash,
-              **common, "template": template_hash(tpl)}
-    return Job(d, DATA_MODEL, 0, "data", {}, ev, str(tpl), str(settings.reports_dir),
-               str(settings.path) if settings.path else None, str(project) if project else None, inputs)
+    return make_job(settings, d, DATA_MODEL, 0, "data", {}, ev, _template(settings, "data"), common,
+                    dataset_fingerprint=ds.fingerprint, raw_sha256=ds.card.get("raw_sha256"), schema=schema.hash)
 
 def build_matrix(settings: Settings) -> list[Job]:
-    "Validated jobs: one data report per dataset, then datasets × models × seeds."
+    "Validated jobs: one data report per dataset, then datasets × models × seeds, and the imaging pairs."
+    check_kek_dir(settings)
     imaging_nets = {m for _, m in settings.imaging}
     if imaging_nets or any(n in _IMAGING_NETWORKS for n in settings.model_params):
         from medwb.imaging.networks import NETWORKS, split_params
@@ -120,41 +143,27 @@ def build_matrix(settings: Settings) -> list[Job]:
             split_params(settings.model_params.get(name))
     for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
         if name not in imaging_nets: model_params(name, "classification", settings.model_params.get(name))
-    env, code = environment_fingerprint(), code_fingerprint()
-    project = settings.project if settings.project and settings.project.exists() else None
-    project_hash = sha256_file(project) if project else None
-    ev = evaluation_config(settings)
+    common, ev = _common(settings), settings.evaluation_config()
     jobs, seen = [], set()
-    common = {"project": project_hash, "medwb_version": medwb.__version__, "code": code, "environment": env}
     for d in settings.datasets:
         ds = load_dataset(d, settings)
-        jobs.append(_data_job(d, ds, settings, common, project))
-        tpl = settings.templates_dir / TEMPLATES[ds.task]
-        if not tpl.exists(): raise MedwbError(f"report template for {ds.task} not found: {tpl}")
-        th, fp = template_hash(tpl), ds.fingerprint
+        jobs.append(_data_job(d, ds, settings, common))
+        tpl = _template(settings, ds.task)
         for m in settings.models:
             params = model_params(m, ds.task, settings.model_params.get(m))
             for s in settings.seeds:
-                inputs = {"dataset": d, "dataset_fingerprint": fp, "model": m, "params": params, "seed": s,
-                          "task": ds.task, "evaluation": ev, "project": project_hash,
-                          "medwb_version": medwb.__version__, "code": code, "template": th, "environment": env}
-                if settings.kek_dir: inputs["encrypted_at_rest"] = True   # the version's files differ, so its id does too
-                j = Job(d, m, s, ds.task, params, ev, str(tpl), str(settings.reports_dir),
-                        str(settings.path) if settings.path else None, str(project) if project else None, inputs,
-                        kek_dir=str(settings.kek_dir) if settings.kek_dir else None)
+                j = make_job(settings, d, m, s, ds.task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
-    imaging = [j for j in _imaging_jobs(settings, common, project) if j.version_id not in seen]
+    imaging = [j for j in _imaging_jobs(settings, common) if j.version_id not in seen]
     data = [j for j in jobs if j.task == "data"]
     return data + imaging + [j for j in jobs if j.task != "data"]   # the long imaging jobs start first
 
-def _imaging_jobs(settings: Settings, common: dict, project: Path | None) -> list[Job]:
+def _imaging_jobs(settings: Settings, common: dict) -> list[Job]:
     "One job per (imaging dataset, network) pair × seed (clause 6.2.3)."
     if not settings.imaging: return []
-    from medwb.datasets.imaging import load_imaging_dataset
+    from medwb.datasets.builtin import load_imaging_dataset
     from medwb.imaging.networks import network_task
-    tpl = settings.templates_dir / TEMPLATES["image_classification"]
-    if not tpl.exists(): raise MedwbError(f"imaging report template not found: {tpl}")
-    th, loaded, jobs = template_hash(tpl), {}, []
+    tpl, loaded, jobs = _template(settings, "image_classification"), {}, []
     ev = {"method": "holdout", "threshold": settings.threshold, "n_boot": settings.n_boot}
     for d, m in settings.imaging:
         task = network_task(m)
@@ -163,15 +172,12 @@ def _imaging_jobs(settings: Settings, common: dict, project: Path | None) -> lis
             raise MedwbError(f"imaging: {d}:{m} segments, but dataset {d} has no masks")
         params = json.loads(json.dumps(settings.model_params.get(m, {})))   # tuples as lists: papermill would pass them as strings
         for s in settings.seeds:
-            inputs = {"dataset": d, "dataset_fingerprint": ds.fingerprint, "model": m, "params": params, "seed": s,
-                      "task": task, "evaluation": ev, **common, "template": th}
-            jobs.append(Job(d, m, s, task, params, ev, str(tpl), str(settings.reports_dir),
-                            str(settings.path) if settings.path else None, str(project) if project else None, inputs))
+            jobs.append(make_job(settings, d, m, s, task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint))
     return sorted(jobs, key=lambda j: j.task != "segmentation")   # segmenters train longest: they start first
 
 def dataset_fingerprint(name: str, task: str, settings: Settings) -> str:
     "The current fingerprint of a tabular or imaging dataset."
     if task in IMAGING_TASKS:
-        from medwb.datasets.imaging import load_imaging_dataset
+        from medwb.datasets.builtin import load_imaging_dataset
         return load_imaging_dataset(name, settings).fingerprint
     return load_dataset(name, settings).fingerprint
