@@ -13,7 +13,7 @@ import pandas as pd
 from ..core.settings import MedwbError
 
 # %% auto #0
-__all__ = ['QI_COLUMNS', 'quasi_identifiers', 'privacy_section']
+__all__ = ['QI_COLUMNS', 'quasi_identifiers', 'encryption_at_rest', 'privacy_section', 'imaging_privacy_section']
 
 # %% ../../nbs/09_reports/04_privacy.ipynb #c004
 QI_COLUMNS = {"age": "age band", "sex": "sex", "gender": "sex", "site": "site", "centre": "site", "center": "site"}
@@ -35,6 +35,17 @@ def quasi_identifiers(ds) -> pd.DataFrame:
 # %% ../../nbs/09_reports/04_privacy.ipynb #c007
 def _final_estimator(model):
     return model.steps[-1][1] if hasattr(model, "steps") else model
+
+def encryption_at_rest(kek_dir: Path | str | None) -> tuple[dict, tuple]:
+    "What is on disk: (facts, table row) of encryption at rest. With a kek_dir every job kind encrypts its patient-level files."
+    if kek_dir:
+        from medwb.privacy.crypto import KekStore
+        store = KekStore(kek_dir)
+        return ({"at_rest": True, "algorithm": "AES-256-GCM envelope (data key per file, wrapped by the KEK)", "kek_id": store.current},
+                ("encryption at rest", "encrypted", f"sensitive artifacts (data, predictions, fitted model) are encrypted with AES-256-GCM "
+                 f"under a fresh data key per file, wrapped by key-encryption key {store.current}; the report itself holds aggregates only"))
+    return ({"at_rest": False}, ("encryption at rest", "not encrypted", "no key-encryption key folder is configured (settings.ini kek_dir); "
+                                 "predictions and the fitted model are stored in plain files"))
 
 def privacy_section(ds, model=None,                 # the fitted pipeline of a model report (None: a data report)
                     kek_dir: Path | str | None = None,   # key-encryption-key folder configured for the run (settings kek_dir)
@@ -80,16 +91,8 @@ def privacy_section(ds, model=None,                 # the fitted pipeline of a m
     else:
         facts["consent"] = None
         rows.append(("consent", "not recorded per subject", f"{card.get('consent_basis', 'no consent basis recorded')}; no consent registry is configured for this dataset"))
-    if kek_dir:
-        from medwb.privacy.crypto import KekStore
-        store = KekStore(kek_dir)
-        facts["encryption"] = {"at_rest": True, "algorithm": "AES-256-GCM envelope (data key per file, wrapped by the KEK)", "kek_id": store.current}
-        rows.append(("encryption at rest", "encrypted", f"sensitive artifacts (data, predictions, fitted model) are encrypted with AES-256-GCM "
-                     f"under a fresh data key per file, wrapped by key-encryption key {store.current}; the report itself holds aggregates only"))
-    else:
-        facts["encryption"] = {"at_rest": False}
-        rows.append(("encryption at rest", "not encrypted", "no key-encryption key folder is configured (settings.ini kek_dir); "
-                     "predictions and the fitted model are stored in plain files"))
+    facts["encryption"], row = encryption_at_rest(kek_dir)
+    rows.append(row)
     if model is not None:
         est = _final_estimator(model)
         p = getattr(est, "privacy_", None)
@@ -102,4 +105,24 @@ def privacy_section(ds, model=None,                 # the fitted pipeline of a m
             facts["differential_privacy"] = None
             rows.append(("differential privacy", "none (ε = ∞)", "the model was not trained with differential privacy; "
                          "its outputs may reveal whether a record was in the training data"))
+    return {"table": pd.DataFrame(rows, columns=["item", "status", "detail"]).set_index("item"), "facts": facts}
+
+# %% ../../nbs/09_reports/04_privacy.ipynb #c200
+def imaging_privacy_section(ds, kek_dir: Path | str | None = None) -> dict:
+    "Identifiers, consent basis, encryption at rest and differential privacy of an imaging dataset and network, as a report section."
+    card, facts, rows = ds.card, {}, []
+    synthetic = bool(card.get("synthetic"))
+    facts["identifiers"] = {"synthetic": synthetic, "id_kind": "generated ids" if synthetic else "file names"}
+    rows.append(("identifiers", "none: synthetic images" if synthetic else "file names only",
+                 "generated images of no person; ids are img0000, img0001, ..." if synthetic else
+                 "images are named by their file path in the folder; DICOM headers are not carried into the report "
+                 "(de-identify the export first: medwb deid)"))
+    basis = card.get("consent_basis") or ("synthetic data: no consent needed" if synthetic else "not recorded ([imaging.NAME] has no consent basis)")
+    facts["consent"] = {"basis": basis}
+    rows.append(("consent", "not applicable" if synthetic else "not recorded per subject", basis))
+    facts["encryption"], row = encryption_at_rest(kek_dir)
+    rows.append(row)
+    facts["differential_privacy"] = None
+    rows.append(("differential privacy", "none (ε = ∞)", "the network was not trained with differential privacy; "
+                 "its outputs may reveal whether an image was in the training data"))
     return {"table": pd.DataFrame(rows, columns=["item", "status", "detail"]).set_index("item"), "facts": facts}
