@@ -13,6 +13,7 @@ from sklearn.svm import LinearSVC
 
 from medwb.evaluation import clinical as C
 from medwb import reports as R
+from medwb.explain.tabular import explanations
 from medwb.core.settings import MedwbError
 from medwb.data.dataset import Dataset
 from medwb.datasets.builtin import load_dataset
@@ -43,7 +44,7 @@ def run_sections(ev, ds) -> dict:
     y, s = ev.predictions["y_true"].to_numpy(), ev.predictions["score"].to_numpy()
     with R.section("confidence intervals", record):
         R.require("error" not in ev.metrics, ev.metrics.get("error", ""))
-        record["ci"] = C.intervals(y, s, ds.task, ev.predictions["threshold"].to_numpy(), n_boot=200)
+        record["ci"] = confidence_intervals(y, s, ds.task, ev.predictions["threshold"].to_numpy(), n_boot=200)
     with R.section("discrimination", record):
         for fig in R.classification_figures(ev, positive="malignant").values(): pass
     with R.section("calibration", record):
@@ -55,7 +56,7 @@ def run_sections(ev, ds) -> dict:
     with R.section("explanations", record):
         R.require(ev.score_kind != "decision", "no probabilities to explain")
         R.require(not np.isnan(s).any(), "predictions are NaN: nothing to explain")
-        record["explanations"] = R.explanations(ev, ds, 0, max_rows=20, lime_samples=200)["summary"]
+        record["explanations"] = explanations(ev, ds, 0, max_rows=20, lime_samples=200)["summary"]
     with R.section("failure analysis", record):
         R.require(not np.isnan(s).any(), "predictions are NaN")
         record["worst_errors"] = C.worst_errors(ds, ev.predictions, ds.feature_names[:2])

@@ -16,14 +16,15 @@ import pytest
 
 from conftest import write_settings
 from medwb.quality.cleaning import LOG_COLUMNS, RULES, interpolate_series
-from medwb.datasets.clinic_demo import CLINIC_FILES, KINDS, clinic, clinic_base, inject_errors, make_clinic_files, score_qc
+from medwb.core.settings import package_path
+from medwb.datasets.clinic_demo import CLINIC_FILES, CLINIC_SCHEMA, KINDS, clinic, clinic_base, inject_errors, make_clinic_files, score_qc
 from medwb.core.settings import MedwbError, SettingsError, load_settings
 from medwb.evaluation.metrics import evaluate_model
 from medwb.data.ingest import read_table
 from medwb.quality.checks import Schema, harmonise, parse_dates, run_qc
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-MESSY, TRUTH, SCHEMA = DATA / CLINIC_FILES["messy"], DATA / CLINIC_FILES["truth"], DATA / CLINIC_FILES["schema"]
+MESSY, TRUTH, SCHEMA = DATA / CLINIC_FILES["messy"], DATA / CLINIC_FILES["truth"], package_path("resources", CLINIC_SCHEMA)
 ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # thresholds of the issue

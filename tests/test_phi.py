@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from medwb.core.settings import MedwbError
-from medwb.privacy.phi import TYPES, Entity, evaluate, find_phi, id_check_digit, pseudonym, scrub, scrub_column, valid_resident_id
+from medwb.privacy.identifiers import resident_id_check_digit
+from medwb.privacy.phi import TYPES, Entity, evaluate, find_phi, pseudonym, scrub, scrub_column, valid_resident_id
 from medwb.privacy.notes import synthetic_notes
 
 # seeds never used while the detector was developed (the notebook uses seed 0)
@@ -62,7 +63,7 @@ def test_known_valid_ids(rid):
 
 def test_one_digit_changed_is_invalid():
     rid = "11010519491231002X"
-    assert id_check_digit(rid[:17]) == "X"
+    assert resident_id_check_digit(rid[:17]) == "X"
     for i in range(17):
         changed = rid[:i] + str((int(rid[i]) + 1) % 10) + rid[i + 1:]
         assert not valid_resident_id(changed), changed
@@ -72,7 +73,7 @@ def test_one_digit_changed_is_invalid():
 
 def test_check_digit_rejects_bad_body():
     with pytest.raises(MedwbError, match="17 digits"):
-        id_check_digit("1101051949")
+        resident_id_check_digit("1101051949")
 
 
 # --- hard negatives ----------------------------------------------------------------------------------------

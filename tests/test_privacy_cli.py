@@ -47,15 +47,33 @@ def test_withdrawal_deletes_only_that_subject_and_marks_versions_stale(tmp_path)
         assert verify_manifest(m.parent) == {"changed": [], "missing": [], "extra": []}
 
 
+SENSITIVE_SUFFIXES = (".csv", ".joblib", ".pt", ".npz", ".parquet", ".npy", ".pkl")
+
+
 def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
+    "Every kind of job (data, tabular, imaging) leaves its patient-level files encrypted, and its report says so."
     keys = tmp_path / "kek"; (tmp_path / "data").mkdir()
     s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "kek_dir": str(keys),
-                                  "data_dir": str(tmp_path / "data")})   # keys apart from the data
+                                  "data_dir": str(tmp_path / "data"), "imaging": "tiny:small_cnn"},   # keys apart from the data
+                       {"imaging.tiny": {"generator": "lesions", "n": "60", "seed": "0"}, "model.small_cnn": {"epochs": "1", "patience": "1"}})
     r = medwb("keys", "init", settings=s)
     assert r.returncode == 0 and "kek-0001" in r.stdout, r.stdout + r.stderr
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
     r = medwb("run", settings=s)
     assert r.returncode == 0, r.stdout + r.stderr
+    versions = [m.parent for m in (tmp_path / "reports").glob("*/*/*/manifest.json")]
+    assert {(p.parent.parent.name, p.parent.name) for p in versions} == {("breast_cancer", "data"), ("breast_cancer", "dummy"), ("tiny", "small_cnn")}
+    for p in versions:
+        plain = [f.relative_to(p).as_posix() for f in p.rglob("*") if f.is_file() and f.name.endswith(SENSITIVE_SUFFIXES)]
+        assert not plain, f"{p.parent.name} left patient-level files in plain text: {plain}"
+        assert any(f.name.endswith(".enc") for f in p.rglob("*")), p
+        assert verify_manifest(p) == {"changed": [], "missing": [], "extra": []}
+        facts = read_json(p / "metrics.json")["privacy"]["encryption"]
+        assert facts["at_rest"] and facts["kek_id"] == "kek-0001", (p, facts)
+    names = set(read_json(next(p for p in versions if p.parent.name == "small_cnn") / "manifest.json")["files"])
+    assert {"predictions.csv.enc", "checkpoints/best.pt.enc"} <= names
+    names = set(read_json(next(p for p in versions if p.parent.name == "data") / "manifest.json")["files"])
+    assert "qc_issues.csv.enc" in names or "corrections.csv.enc" in names, names
     v = next((tmp_path / "reports" / "breast_cancer" / "dummy").glob("*/manifest.json")).parent
     names = set(read_json(v / "manifest.json")["files"])
     assert {"predictions.csv.enc", "model.joblib.enc"} <= names and not ({"predictions.csv", "model.joblib"} & names)
@@ -77,6 +95,22 @@ def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
     store = KekStore(keys)
     assert decrypt_bytes(copy.read_bytes(), store).decode().startswith("record_id")
     with pytest.raises(Exception, match="kek-0001"): decrypt_bytes(Path(enc).read_bytes(), store)
+
+
+def test_bad_kek_dir_is_refused_before_any_job(tmp_path):
+    (tmp_path / "data").mkdir()
+    missing = tmp_path / "no_such_keys"
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "kek_dir": str(missing), "data_dir": str(tmp_path / "data")})
+    r = medwb("run", settings=s)
+    assert r.returncode == 2 and str(missing) in r.stderr and "does not exist" in r.stderr, r.stdout + r.stderr
+    assert not list((tmp_path / "reports").glob("*/*/*")), "a job ran"
+    keys = tmp_path / "kek"
+    assert medwb("keys", "init", "--kek-dir", str(keys), settings=s).returncode == 0
+    keys.chmod(0o755)
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "kek_dir": str(keys), "data_dir": str(tmp_path / "data")})
+    r = medwb("run", settings=s)
+    assert r.returncode == 2 and str(keys) in r.stderr and "readable by others" in r.stderr, r.stdout + r.stderr
+    assert not list((tmp_path / "reports").glob("*/*/*")), "a job ran"
 
 
 def test_deid_scrub_and_pseudonymise_commands(tmp_path, key_file):

@@ -7,8 +7,9 @@ __all__ = []
 
 # %% ../../nbs/01_data/00_data.ipynb #c002
 from .dataset import *
+from .dicom import *
 from .ingest import *
 from .annotation import *
-from . import dataset, ingest, annotation
+from . import dataset, dicom, ingest, annotation
 
-__all__ = [name for m in (dataset, ingest, annotation,) for name in m.__all__]
+__all__ = [name for m in (dataset, dicom, ingest, annotation,) for name in m.__all__]

@@ -12,67 +12,26 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
 
 from ..core.settings import MedwbError
-from .uncertainty import bootstrap_classification, bootstrap_regression, bootstrap_weights, confidence_intervals, delong_test
+from .uncertainty import (THRESHOLD_FREE, bootstrap_metrics, confidence_intervals, delong_test,
+                                         percentile_interval, record_resample_weights)
 from ..core.settings import MIN_SUBGROUP_N, N_BOOT
 
 # %% auto #0
-__all__ = ['THRESHOLD_FREE', 'AGE_BANDS', 'SUBGROUP_METRICS', 'intervals', 'paired', 'calibration_slope', 'calibration_intercept',
-           'expected_calibration_error', 'calibration_stats', 'reliability_figure', 'decision_curve',
-           'decision_curve_figure', 'useful_range', 'align', 'compare', 'subgroup_columns', 'subgroup_table',
-           'worst_errors']
+__all__ = ['AGE_BANDS', 'SUBGROUP_METRICS', 'paired', 'calibration_slope', 'calibration_intercept', 'expected_calibration_error',
+           'calibration_stats', 'reliability_figure', 'decision_curve', 'decision_curve_figure', 'useful_range',
+           'align', 'compare', 'subgroup_columns', 'subgroup_table', 'worst_errors']
 
 # %% ../../nbs/05_evaluation/03_clinical.ipynb #c004
-THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
-
-def _resample_counts(y, task, groups, n_boot, seed):
-    "Row resample counts: by row, or by record (all rows of a drawn record) when `groups` repeat."
-    strat = task == "classification"
-    if groups is None or len(pd.unique(np.asarray(groups))) == len(groups):
-        return bootstrap_weights(y, n_boot, seed, stratified=strat)
-    codes, first, inv = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
-    return bootstrap_weights(np.asarray(y)[first], n_boot, seed, stratified=strat)[:, inv]
-
-def _boot_all(y, s, thr, task, W) -> dict[str, np.ndarray]:
-    "Every metric in every resample `W`, with one threshold per row where `thr` is an array."
-    if task != "classification": return bootstrap_regression(y, s, weights=W)
-    thr = np.asarray(thr, dtype=float)
-    if thr.ndim == 0: return bootstrap_classification(y, s, float(thr), weights=W)
-    out = bootstrap_classification(y, np.asarray(s, float) - thr + 0.5, 0.5, weights=W)
-    raw = bootstrap_classification(y, s, 0.5, weights=W)
-    return {**out, **{k: raw[k] for k in THRESHOLD_FREE}}
-
-def _pct(v, alpha=0.05):
-    ok = ~np.isnan(v)
-    if not ok.any(): return None, None
-    lo, hi = np.nanpercentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
-
-def intervals(y, score, task: str, threshold=0.5, n_boot: int = N_BOOT, seed: int = 0, groups=None) -> dict:
-    "`confidence_intervals` where `threshold` may hold one threshold per row and `groups` (record ids) may repeat."
-    y, s = np.asarray(y), np.asarray(score, dtype=float)
-    thr = np.asarray(threshold if task == "classification" else 0.5, dtype=float)
-    base = confidence_intervals(y, s if thr.ndim == 0 else s - thr + 0.5, task,
-                                threshold=float(thr) if thr.ndim == 0 else 0.5, n_boot=n_boot, seed=seed)
-    if task == "classification" and thr.ndim:
-        raw = confidence_intervals(y, s, task, threshold=0.5, n_boot=n_boot, seed=seed)
-        base.update({k: raw[k] for k in THRESHOLD_FREE})
-    if groups is not None and len(pd.unique(np.asarray(groups))) < len(y):
-        boot = _boot_all(y, s, thr, task, _resample_counts(y, task, groups, n_boot, seed))
-        for k, c in base.items():
-            if c.get("estimate") is not None:
-                c["lo"], c["hi"] = _pct(boot[k]); c["n_valid"] = int((~np.isnan(boot[k])).sum()); c["resampled"] = "records"
-    return base
-
 def paired(y, a, b, task: str, thr_a=0.5, thr_b=0.5, n_boot: int = N_BOOT, seed: int = 0, groups=None) -> dict:
     "Paired bootstrap differences (a − b) of every metric on the same resamples (rows, or records when `groups` repeat)."
     y = np.asarray(y)
     ta, tb = (np.asarray(t if task == "classification" else 0.5, dtype=float) for t in (thr_a, thr_b))
-    W = _resample_counts(y, task, groups, n_boot, seed)
-    A, B = _boot_all(y, a, ta, task, W), _boot_all(y, b, tb, task, W)
+    W = record_resample_weights(y, task, groups, n_boot, seed)
+    A, B = bootstrap_metrics(y, a, ta, task, W), bootstrap_metrics(y, b, tb, task, W)
     out = {}
     for k in A:
         d = A[k] - B[k]
-        lo, hi = _pct(d)
+        lo, hi, _ = percentile_interval(d)
         est_a, est_b = _point(y, a, ta, task, k), _point(y, b, tb, task, k)
         diff = None if est_a is None or est_b is None else est_a - est_b
         out[k] = {"difference": diff, "lo": lo if diff is not None else None, "hi": hi if diff is not None else None,
@@ -232,7 +191,7 @@ def subgroup_table(ds, pred: pd.DataFrame, min_n: int = MIN_SUBGROUP_N, n_boot: 
             r = {"variable": var, "group": grp, "n": n_rec}
             if ds.task == "classification": r["events"] = int(m.drop_duplicates("record_id")["y_true"].sum())
             thr = m["threshold"].to_numpy() if ds.task == "classification" else 0.5
-            ci = intervals(m["y_true"].to_numpy(), m["score"].to_numpy(), ds.task, thr, n_boot=n_boot, seed=seed,
+            ci = confidence_intervals(m["y_true"].to_numpy(), m["score"].to_numpy(), ds.task, thr, n_boot=n_boot, seed=seed,
                            groups=m["record_id"].to_numpy())
             notes = []
             for k in SUBGROUP_METRICS[ds.task]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import sparse, stats
 
 from ..core.settings import MedwbError
@@ -13,8 +14,9 @@ from .metrics import classification_metrics, regression_metrics
 from ..core.settings import N_BOOT
 
 # %% auto #0
-__all__ = ['bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'confidence_intervals', 'mean_ci',
-           'paired_differences', 'delong_test']
+__all__ = ['THRESHOLD_FREE', 'bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'percentile_interval',
+           'record_resample_weights', 'bootstrap_metrics', 'confidence_intervals', 'mean_ci', 'paired_differences',
+           'delong_test']
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c004
 _TASKS = ("classification", "regression")
@@ -150,7 +152,8 @@ def _reason(m: str, pt: dict) -> str:
            "f1": "no positive cases and nothing predicted positive"}
     return f"{m} is undefined: " + why.get(m, f"scikit-learn cannot compute it on these {n} rows")
 
-def _interval(v: np.ndarray, alpha: float) -> tuple[float | None, float | None, int]:
+def percentile_interval(v: np.ndarray, alpha: float = 0.05) -> tuple[float | None, float | None, int]:
+    "(lo, hi, n_valid): the percentile interval of the defined (non-NaN) resample values."
     ok = ~np.isnan(v)
     if not ok.any(): return None, None, 0
     lo, hi = np.nanpercentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
@@ -160,7 +163,7 @@ def _check_alpha(alpha: float):
     if not 0 < alpha < 1: raise MedwbError(f"alpha must be between 0 and 1, got {alpha}")
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c020
-def confidence_intervals(y,                       # outcomes (0/1 for classification)
+def _row_intervals(y,                       # outcomes (0/1 for classification)
                          score,                   # predicted probabilities (classification) or predictions (regression)
                          task: str,               # 'classification' or 'regression'
                          threshold: float = 0.5,  # decision threshold (classification)
@@ -168,18 +171,61 @@ def confidence_intervals(y,                       # outcomes (0/1 for classifica
                          seed: int = 0,           # seed of the resampling
                          alpha: float = 0.05,     # 1 - confidence level
                         ) -> dict:                # metric -> {estimate, lo, hi, n_valid[, reason]}
-    "Point estimate and percentile bootstrap interval (stratified for classification) of every metric."
+    "Point estimate and percentile bootstrap interval (stratified for classification) of every metric, one threshold, rows resampled."
     y, s = _inputs(y, score, task); _check_alpha(alpha)
     point = _point(task, y, s, threshold)
     boot = _boot(task, y, s, threshold, bootstrap_weights(y, n_boot, seed, stratified=task == "classification"))
     res = {}
     for m, v in boot.items():
-        lo, hi, k = _interval(v, alpha)
+        lo, hi, k = percentile_interval(v, alpha)
         r = {"estimate": point[m], "lo": lo, "hi": hi, "n_valid": k}
         if point[m] is None: r.update(lo=None, hi=None, reason=_reason(m, point))
         elif k == 0: r["reason"] = f"{m} is undefined in every one of the {len(v)} resamples"
         res[m] = r
     return res
+
+THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
+
+def record_resample_weights(y, task: str, groups, n_boot: int, seed: int) -> np.ndarray:
+    "Row resample counts: by row, or by record (all rows of a drawn record, stratified by outcome) when `groups` repeat."
+    strat = task == "classification"
+    if groups is None or len(pd.unique(np.asarray(groups))) == len(groups):
+        return bootstrap_weights(y, n_boot, seed, stratified=strat)
+    codes, first, inv = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    return bootstrap_weights(np.asarray(y)[first], n_boot, seed, stratified=strat)[:, inv]
+
+def bootstrap_metrics(y, s, thr, task: str, W) -> dict[str, np.ndarray]:
+    "Every metric in every resample `W`, with one threshold per row where `thr` is an array."
+    if task != "classification": return bootstrap_regression(y, s, weights=W)
+    thr = np.asarray(thr, dtype=float)
+    if thr.ndim == 0: return bootstrap_classification(y, s, float(thr), weights=W)
+    out = bootstrap_classification(y, np.asarray(s, float) - thr + 0.5, 0.5, weights=W)
+    raw = bootstrap_classification(y, s, 0.5, weights=W)
+    return {**out, **{k: raw[k] for k in THRESHOLD_FREE}}
+
+def confidence_intervals(y,                # outcomes (0/1 for classification)
+                         score,            # predicted probabilities (classification) or predictions (regression)
+                         task: str,        # 'classification' or 'regression'
+                         threshold=0.5,    # decision threshold: one, or one per row (each fold chose its own)
+                         n_boot: int = N_BOOT,  # bootstrap resamples
+                         seed: int = 0,    # seed of the resampling
+                         alpha: float = 0.05,   # 1 - confidence level
+                         groups=None,      # record ids: when they repeat, whole records are resampled
+                        ) -> dict:         # metric -> {estimate, lo, hi, n_valid[, reason, resampled]}
+    "Point estimate and percentile bootstrap interval of every metric: the one confidence-interval function of medwb."
+    y, s = np.asarray(y), np.asarray(score, dtype=float)
+    thr = np.asarray(threshold if task == "classification" else 0.5, dtype=float)
+    base = _row_intervals(y, s if thr.ndim == 0 else s - thr + 0.5, task,
+                          threshold=float(thr) if thr.ndim == 0 else 0.5, n_boot=n_boot, seed=seed, alpha=alpha)
+    if task == "classification" and thr.ndim:
+        raw = _row_intervals(y, s, task, threshold=0.5, n_boot=n_boot, seed=seed, alpha=alpha)
+        base.update({k: raw[k] for k in THRESHOLD_FREE})
+    if groups is not None and len(pd.unique(np.asarray(groups))) < len(y):
+        boot = bootstrap_metrics(y, s, thr, task, record_resample_weights(y, task, groups, n_boot, seed))
+        for k, c in base.items():
+            if c.get("estimate") is not None:
+                c["lo"], c["hi"], c["n_valid"] = percentile_interval(boot[k], alpha); c["resampled"] = "records"
+    return base
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c026
 def mean_ci(values,                  # one number per item (image, patient); NaN = undefined for that item
@@ -193,7 +239,7 @@ def mean_ci(values,                  # one number per item (image, patient); NaN
     ok = v[~np.isnan(v)]
     if len(ok) == 0: raise MedwbError(f"mean_ci: none of the {len(v)} values is a number")
     W = bootstrap_weights(np.zeros(len(ok)), n_boot, seed, stratified=False)
-    lo, hi, _ = _interval(W @ ok / len(ok), alpha)
+    lo, hi, _ = percentile_interval(W @ ok / len(ok), alpha)
     return {"estimate": float(ok.mean()), "lo": lo, "hi": hi, "n": int(len(ok)), "n_undefined": int(len(v) - len(ok))}
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c029
@@ -214,7 +260,7 @@ def paired_differences(y,                         # outcomes (0/1 for classifica
     ba, bb = _boot(task, y, a, threshold_a, W), _boot(task, y, b, threshold_b, W)
     res = {}
     for m in ba:
-        lo, hi, k = _interval(ba[m] - bb[m], alpha)
+        lo, hi, k = percentile_interval(ba[m] - bb[m], alpha)
         r = {"difference": None, "lo": lo, "hi": hi, "n_valid": k}
         if pa[m] is None or pb[m] is None:
             r.update(lo=None, hi=None, reason="; ".join(f"model {x}: {_reason(m, p)}" for x, p in (("A", pa), ("B", pb)) if p[m] is None))

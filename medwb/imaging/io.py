@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..core.settings import MedwbError
 from ..data.ingest import IngestLog
+from ..data.dicom import read_dicom
 
 # %% auto #0
 __all__ = ['MEDMNIST_KEYS', 'NORMALISATIONS', 'read_dicom_image', 'read_dicom_folder', 'read_dicom_series', 'check_mask',
@@ -23,13 +24,6 @@ __all__ = ['MEDMNIST_KEYS', 'NORMALISATIONS', 'read_dicom_image', 'read_dicom_fo
            'preprocess']
 
 # %% ../../nbs/06_imaging/02_io.ipynb #c005
-def _dcmread(path: Path):
-    "The pydicom dataset of `path`, or MedwbError naming the file when it is not readable DICOM."
-    import pydicom
-    if not path.is_file(): raise MedwbError(f"{path} does not exist")
-    try: return pydicom.dcmread(path)
-    except Exception as e: raise MedwbError(f"{path} is not a readable DICOM file: {e}") from None
-
 def _window(arr: np.ndarray, center: float, width: float) -> np.ndarray:
     "Linear window: values below center-width/2 → 0, above center+width/2 → 1."
     if width <= 0: raise MedwbError(f"window width must be positive, got {width}")
@@ -46,7 +40,7 @@ def read_dicom_image(path: Path | str,   # one DICOM file with pixel data
     "One DICOM image as `(C, H, W)` float32 (rescaled, optionally windowed, MONOCHROME1 inverted) and its metadata."
     from pydicom.pixels import apply_modality_lut
     path = Path(path)
-    ds = _dcmread(path)
+    ds = read_dicom(path)
     if "PixelData" not in ds: raise MedwbError(f"{path} has no pixel data (a non-image DICOM object: {ds.get('Modality', '?')})")
     try: raw = ds.pixel_array
     except Exception as e: raise MedwbError(f"{path}: cannot decode pixel data: {e}") from None

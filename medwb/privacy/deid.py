@@ -33,6 +33,7 @@ from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
 from ..core.settings import MedwbError, package_path
 from ..core.io import atomic_write_text
 from ..core.hashing import sha256_bytes
+from ..data.dicom import read_dicom as read_any_dicom
 
 # %% auto #0
 __all__ = ['STANDARDS_DIR', 'TABLE_EDITION', 'TABLE_FILE', 'TABLE_SHA256', 'TABLE_ROWS', 'MIN_ROWS', 'OPTIONS', 'CID7050',
@@ -514,41 +515,9 @@ def _default_table() -> ActionTable:
     if not _TABLE: _TABLE.append(load_action_table())
     return _TABLE[0]
 
-def _decode_all(ds: Dataset):
-    "Decode every element at every depth; an element whose value is shorter than its length (a cut file) is an error."
-    for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
-        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None and len(raw.value) < raw.length:
-            raise MedwbError(f"truncated: element {Tag(tag)} holds {len(raw.value)} of its {raw.length} bytes")
-        elem = ds[tag]
-        if elem.VR == "SQ":
-            for item in elem.value or []: _decode_all(item)
-
-def _check_end(ds: Dataset, size: int):
-    "A file that ends inside an element header (pydicom stops there silently) is an error."
-    meta = getattr(ds, "file_meta", None)
-    if not len(ds) or (meta is not None and str(meta.get("TransferSyntaxUID", "")) == pydicom.uid.DeflatedExplicitVRLittleEndian): return
-    last = ds.get_item(list(ds.keys())[-1])
-    if isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF and 0 < size - (last.value_tell + last.length) < 8:
-        raise MedwbError(f"truncated: the file ends inside the element header after {Tag(last.tag)}")
-
 def read_dicom(path: Path | str) -> Dataset:
-    "Read one DICOM file (Part 10 or a bare dataset); anything else is a `MedwbError` naming the file."
-    path = Path(path)
-    if not path.is_file(): raise MedwbError(f"{path} does not exist or is not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message=".*end of file")   # pydicom only warns when a file ends early
-            try: ds, part10 = pydicom.dcmread(path), True
-            except InvalidDicomError: ds, part10 = pydicom.dcmread(path, force=True), False
-            _check_end(ds, path.stat().st_size)
-            _decode_all(ds)
-    except MedwbError as e: raise MedwbError(f"{path}: not a readable DICOM file ({e})") from None
-    except Exception as e: raise MedwbError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
-    if not part10 and "SOPClassUID" not in ds:
-        raise MedwbError(f"{path}: not a DICOM file (no DICM header and no SOP Class UID)")
-    if not len(ds): raise MedwbError(f"{path}: a DICOM header with no data set")
-    return ds
+    "Read one DICOM file (Part 10 or a bare dataset) strictly: every element decoded, a cut file refused (medwb.data.dicom)."
+    return read_any_dicom(path, strict=True)
 
 # %% ../../nbs/03_privacy/08_deid.ipynb #c032
 def _strings(ds: Dataset, prefix: str = ""):

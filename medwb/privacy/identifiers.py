@@ -39,18 +39,34 @@ def resident_id_check_digit(first17: str) -> str:
         raise MedwbError(f"a resident ID check digit needs exactly 17 digits, got {first17!r}")
     return str(_check_chars(np.array([first17]))[0])
 
-def valid_resident_id(ids: Any) -> bool | np.ndarray:
-    "Whether each 18-character resident ID has a known province, a real birth date and the right check character."
-    scalar = isinstance(ids, str) or not isinstance(ids, Iterable)
-    s = pd.Series([ids] if scalar else list(ids), dtype=object).map(lambda v: v.strip().upper() if isinstance(v, str) else "")
-    ok = np.array(s.str.fullmatch(r"\d{17}[\dX]"), dtype=bool)
+def _valid_one(v, check_province: bool, check_date: bool) -> bool:
+    if not isinstance(v, str): return False
+    v = v.strip().upper()
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", v): return False
+    if check_province and int(v[:2]) not in _PROVINCES: return False
+    if resident_id_check_digit(v[:17]) != v[17]: return False
+    if not check_date: return True
+    try: born = date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
+    except ValueError: return False
+    return date(1900, 1, 1) <= born <= date.today()
+
+def valid_resident_id(ids: Any,                   # one ID, or any iterable of them
+                      check_province: bool = True,  # the first two digits must be a province code
+                      check_date: bool = True,      # digits 7-14 must be a real birth date, 1900 to today
+                      ) -> bool | np.ndarray:
+    "Whether each 18-character resident ID has the right MOD 11-2 check character (and a known province, a real birth date)."
+    if isinstance(ids, str) or not isinstance(ids, Iterable): return _valid_one(ids, check_province, check_date)
+    s = pd.Series(list(ids), dtype=object).map(lambda v: v.strip().upper() if isinstance(v, str) else "")
+    ok = np.array(s.str.fullmatch(r"[0-9]{17}[0-9X]"), dtype=bool)
     if ok.any():
         v = s[ok]
-        born = pd.to_datetime(v.str[6:14], format="%Y%m%d", errors="coerce")
-        good = (v.str[:2].astype(int).isin(_PROVINCES) & born.notna() & (born >= "1900-01-01")
-                & (born <= pd.Timestamp(date.today())) & (_check_chars(v.str[:17].to_numpy()) == v.str[17].to_numpy()))
-        ok[ok] = good.to_numpy(bool)
-    return bool(ok[0]) if scalar else ok
+        good = _check_chars(v.str[:17].to_numpy()) == v.str[17].to_numpy()
+        if check_province: good &= v.str[:2].astype(int).isin(_PROVINCES).to_numpy()
+        if check_date:
+            born = pd.to_datetime(v.str[6:14], format="%Y%m%d", errors="coerce")
+            good &= (born.notna() & (born >= "1900-01-01") & (born <= pd.Timestamp(date.today()))).to_numpy()
+        ok[ok] = np.asarray(good, bool)
+    return ok
 
 _REGIONS = ("110101", "110105", "120101", "310104", "310115", "320102", "330106", "370102", "420106", "430104",
             "440106", "440305", "500103", "510107", "610113", "650102")   # a few real county-level codes

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.settings import MedwbError
-from .phi import COMPOUND_SURNAMES, Entity, PROVINCES, SURNAMES, id_check_digit
+from .phi import COMPOUND_SURNAMES, Entity, PROVINCES, SURNAMES
+from .identifiers import resident_id_check_digit
 
 # %% auto #0
 __all__ = ['synthetic_notes']
@@ -78,11 +79,11 @@ class _Gen:
         area = f"{self.r.choice([11, 12, 13, 14, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 61, 62, 63, 64, 65])}{self.r.randint(1, 99):02d}{self.r.randint(1, 99):02d}"
         y, m, d = self.r.randint(1930, 2022), self.r.randint(1, 12), self.r.randint(1, 28)
         body = f"{area}{y}{m:02d}{d:02d}{self.r.randint(0, 999):03d}"
-        cd = id_check_digit(body)
+        cd = resident_id_check_digit(body)
         return body + (cd.lower() if cd == "X" and self.r.random() < 0.1 else cd)
     def bad_id(self):
         body = "".join(str(self.r.randint(0, 9)) for _ in range(17))
-        good = id_check_digit(body)
+        good = resident_id_check_digit(body)
         return body + self.pick([c for c in "0123456789" if c != good])
     def mrn(self, lang):
         r = self.r.random()

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..core.settings import MedwbError
+from .identifiers import resident_id_check_digit, valid_resident_id
 
 # %% auto #0
-__all__ = ['TYPES', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'PROVINCES', 'MODES', 'Entity', 'id_check_digit',
-           'valid_resident_id', 'find_phi', 'Replacement', 'Scrubbed', 'pseudonym', 'scrub', 'scrub_column', 'evaluate']
+__all__ = ['TYPES', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'PROVINCES', 'MODES', 'Entity', 'find_phi', 'Replacement',
+           'Scrubbed', 'pseudonym', 'scrub', 'scrub_column', 'evaluate']
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c005
 TYPES = ("PERSON", "ID", "PHONE", "DATE", "ADDRESS", "HOSPITAL", "MRN", "EMAIL")
@@ -44,27 +45,6 @@ def _check_types(types):
     bad = [t for t in types if t not in TYPES]
     if bad: raise MedwbError(f"unknown PHI type(s) {bad}; choose from {', '.join(TYPES)}")
     return tuple(types)
-
-# %% ../../nbs/03_privacy/06_phi.ipynb #c008
-_ID_WEIGHTS = tuple(2 ** (17 - i) % 11 for i in range(17))   # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
-
-def id_check_digit(first17: str) -> str:
-    "The ISO 7064 MOD 11-2 check character of a resident identity number's first 17 digits."
-    if not (isinstance(first17, str) and len(first17) == 17 and first17.isdigit()):
-        raise MedwbError(f"a resident identity number body is 17 digits, got {first17!r}")
-    r = (12 - sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11) % 11
-    return "X" if r == 10 else str(r)
-
-def valid_resident_id(s: str,                 # 18 characters: 17 digits and a check digit or X
-                      check_date: bool = True,  # also require digits 7-14 to be a real birth date, 1900 to today
-                      ) -> bool:
-    "True when `s` is a well-formed 18-character resident identity number with a correct MOD 11-2 check character."
-    if not isinstance(s, str) or len(s) != 18 or not (s[:17].isascii() and s[:17].isdigit()): return False
-    if id_check_digit(s[:17]) != s[17].upper(): return False
-    if not check_date: return True
-    try: born = datetime.date(int(s[6:10]), int(s[10:12]), int(s[12:14]))
-    except ValueError: return False
-    return 1900 <= born.year and born <= datetime.date.today()
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c011
 SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔"
@@ -316,7 +296,7 @@ def _candidates(text):
     "Every (start, end, type, tier) a rule proposes; tier 0 = pattern or validated, 1 = context fallback."
     c = []
     c += [(m.start(), m.end(), "EMAIL", 0) for m in _EMAIL_RE.finditer(text)]
-    c += [(m.start(), m.end(), "ID", 0) for m in _ID_RE.finditer(text) if valid_resident_id(m.group())]
+    c += [(m.start(), m.end(), "ID", 0) for m in _ID_RE.finditer(text) if valid_resident_id(m.group(), check_province=False)]
     c += [(*m.span("num"), "MRN", 0) for m in _MRN_RE.finditer(text) if re.search(r"\d", m.group("num"))]
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
     c += [(s, e, "PHONE", 1) for s, e in _context_phones(text)]

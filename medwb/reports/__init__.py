@@ -6,6 +6,8 @@
 __all__ = []
 
 # %% ../../nbs/09_reports/00_reports.ipynb #c002
+# medwb.reports.imaging, medwb.reports.tabular drive the report templates and import the model
+# libraries (torch, shap): their templates import them, so `import medwb.reports` stays light
 from .html import *
 from .compliance import *
 from .sections import *

@@ -5,19 +5,25 @@
 # %% ../../nbs/09_reports/05_data.ipynb #c002
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from IPython.display import HTML
 
-from ..core.settings import MedwbError, package_path
-from ..data.dataset import Dataset
+from ..core.settings import MedwbError, Settings, load_settings, package_path, seed_everything
+from ..data.dataset import Dataset, dataset_card
 from ..quality.checks import Schema
 from ..quality.cleaning import clean
+from ..datasets.builtin import load_dataset
+from .compliance import banner_html, load_project
+from .sections import applies, card_table, imputation_statement, provenance_table, section, show, write_metrics
+from .privacy import privacy_section
 
 # %% auto #0
 __all__ = ['infer_schema', 'schema_for', 'lifecycle', 'data_metrics', 'missingness_figure', 'distribution_figure',
-           'annotation_section']
+           'annotation_section', 'DataReport']
 
 # %% ../../nbs/09_reports/05_data.ipynb #c003
 def infer_schema(ds: Dataset) -> Schema:
@@ -116,3 +122,155 @@ def annotation_section(lc: dict, n_audit: int = 20, seed: int = 0) -> dict | Non
     from medwb.data.annotation import annotation_qc
     labels, expert = ann["labels"], ann.get("expert")
     return annotation_qc(labels, expert=expert, n_audit=n_audit, seed=seed, threshold=ann.get("threshold", 2 / 3))
+
+# %% ../../nbs/09_reports/05_data.ipynb #c100
+@dataclass
+class DataReport:
+    "The state of one data report while its template runs: settings, dataset, its lifecycle record, and the record."
+    dataset: str
+    S: Settings
+    ds: Dataset
+    card: dict
+    project: dict
+    lc: dict                       # `lifecycle(ds, data_dir)`: ingestion, QC, cleaning, schema
+    imputation: str
+    out_dir: str = "."
+    provenance: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, dataset: str, seed: int, evaluation: dict, settings: dict, project_path: str | None,
+              out_dir: str = ".", provenance: dict | None = None, model: str = "data") -> "DataReport":
+        "Seed, load the settings handed by the job (or the nearest settings.ini), the dataset and its lifecycle record."
+        seed_everything(seed)
+        S = Settings.from_dict(settings) if settings else load_settings()
+        ds = load_dataset(dataset, S)
+        card, project = dataset_card(ds), load_project(project_path)
+        lc = lifecycle(ds, S.data_dir)
+        record = {"dataset": dataset, "model": model, "seed": seed, "task": "data", "metrics": data_metrics(lc)}
+        return cls(dataset, S, ds, card, project, lc, evaluation.get("imputation", S.imputation), out_dir, provenance or {}, record)
+
+    @property
+    def res(self): return self.lc["clean"]
+    @property
+    def schema(self): return self.lc["schema"]
+
+    def show(self, items) -> None: show(items, self.out_dir)
+    def section(self, name: str, part) -> None:
+        with section(name, self.record): self.show(part())
+
+    def heading(self):
+        yield HTML(banner_html(self.project))
+        yield (f"# Data report: {self.card.get('title', self.dataset)}\n\nDataset **{self.dataset}**, version "
+               f"`{self.provenance.get('version_id', 'draft')}`. Read this before any model report on this dataset: it says what "
+               f"the data are, what quality control found, and every change made before models saw them.")
+
+    def identity(self): yield provenance_table(self.provenance)
+
+    def card_section(self):
+        card = self.card
+        yield card_table(card)
+        cols = pd.DataFrame(card["columns"]).set_index("name")
+        for c, spec in self.schema.columns.items():
+            if c in cols.index and spec.role in ("sensitive", "meta"): cols.loc[c, "role"] = spec.role
+        yield f"**Rows:** {card['n_rows']} after cleaning; **fingerprint** (SHA-256 of the cleaned table): `{card['fingerprint']}`."
+        yield cols
+
+    def ingestion(self):
+        ing = self.lc.get("ingest")
+        applies(ing is not None, f"{self.dataset} is loaded ready-made ({self.card.get('source', 'its source')}); no file was parsed")
+        summ = {**ing.summary(), "source": Path(ing.source).name}
+        yield pd.DataFrame({"value": [str(v) for v in summ.values()]}, index=list(summ))
+        self.record["ingest"] = summ
+        yield f"**{len(ing.dropped)}** record(s) could not be read." if ing.dropped else "Every record was read."
+        if ing.dropped: yield ing.table()
+
+    def quality_control(self):
+        qc, schema = self.res.before, self.schema
+        yield (f"Schema: **{self.lc.get('schema_source', 'declared')}** — {len(schema.columns)} columns, "
+               f"{len(schema.rules)} cross-field rule(s); schema SHA-256 `{schema.hash[:16]}…`. "
+               f"**{len(qc.issues)}** finding(s) in **{qc.issues['row'].nunique() if len(qc.issues) else 0}** of {qc.n_rows} records.")
+        if len(qc.issues):
+            yield qc.summary()
+            yield "**Examples** (up to three per check; the full list is `qc_issues.csv` in this version's folder):"
+            yield qc.examples(3).astype(object).fillna("")
+        else: yield "No check failed."
+        qc.issues.to_csv(Path(self.out_dir) / "qc_issues.csv", index=False)
+
+    def completeness(self):
+        qc = self.res.before
+        comp = qc.completeness()
+        self.record["missing_by_column"] = comp["missing"].to_dict()
+        yield "missingness", missingness_figure(qc.typed, list(self.schema.columns))
+        rm = qc.record_missing()
+        yield (f"Records with no missing value: **{int((rm == 0).sum())}** of {len(rm)}; "
+               f"the most incomplete record misses {rm.max():.0%} of the declared columns.")
+        yield comp[comp["missing"] > 0] if (comp["missing"] > 0).any() else "No declared column has a missing value."
+
+    def record_counts(self):
+        self.record["steps"] = self.res.steps.to_dict("records")
+        yield self.res.steps
+
+    def corrections(self):
+        res = self.res
+        res.log.to_csv(Path(self.out_dir) / "corrections.csv", index=False)
+        if len(res.log):
+            yield (f"**{int((res.log['column'] != '*').sum())}** value(s) changed and **{int((res.log['column'] == '*').sum())}** "
+                   f"record(s) dropped. Changes per rule and column:")
+            yield res.log_summary()
+            yield "**First entries of the log:**"
+            yield res.log.head(25)
+        else: yield "Nothing was changed: every value passed quality control."
+        after = res.after
+        yield f"**After cleaning**, quality control finds **{len(after.issues) if after is not None else 'n/a'}** issue(s)."
+
+    def distributions(self):
+        schema = self.schema
+        num = [c for c, s in schema.columns.items() if s.type == "number" and s.role != "target"][:24]
+        applies(bool(num), "the schema declares no numeric column")
+        yield "distributions", distribution_figure(self.lc["raw"], self.res.frame, num, {c: s.unit for c, s in schema.columns.items()})
+
+    def known_errors(self):
+        sc = self.lc.get("score")
+        applies(sc is not None, f"{self.dataset} has no list of injected errors (it is not a demonstration dataset)")
+        yield (f"**Recall {sc['recall']:.3f}** ({sc['found']} of {sc['injected']} injected errors found); "
+               f"**false-alarm rate {sc['false_alarm_rate']:.3f}** ({sc['false_alarms']} of {sc['issues']} findings).")
+        self.record["qc_score"] = {k: sc[k] for k in ("injected", "found", "recall", "issues", "false_alarms", "false_alarm_rate")}
+        yield sc["per_kind"]
+        if len(sc["missed"]): yield "**Missed injections:**"; yield sc["missed"]
+        if len(sc["false_alarm_issues"]): yield "**False alarms:**"; yield sc["false_alarm_issues"]
+
+    def annotation_quality(self):
+        aq = annotation_section(self.lc)
+        applies(aq is not None, f"{self.dataset} ships no annotations by several annotators")
+        fl, adj = aq["fleiss"], aq["adjudication"]
+        yield (f"{self.lc['annotations'].get('about', '')}: **{aq['n_items']}** items, **{aq['n_annotators']}** annotators. "
+               f"Fleiss' kappa **{fl.get('kappa', float('nan')):.3f}** ({fl.get('interpretation', fl.get('error', ''))}); "
+               f"mean pairwise Cohen's kappa {aq['mean_kappa']:.3f}.")
+        yield aq["pairwise_kappa"].round(3)
+        yield (f"Merge: {adj['majority']} by majority, {adj['expert']} by the expert, {adj['unresolved']} unresolved (an item goes "
+               f"to the expert unless {adj['threshold']:.0%} of annotators agree); {aq['majority']['unanimous']} unanimous.")
+        yield f"**Audit list** ({len(aq['audit'])} items, disputed items first):"
+        yield aq["audit"].head(20).round(3).astype(object).fillna("")
+        self.record["annotation"] = {"fleiss_kappa": fl.get("kappa"), "mean_kappa": aq["mean_kappa"], "adjudication": adj}
+
+    def missing_data(self):
+        self.record["imputation"] = self.imputation
+        yield imputation_statement(self.imputation) + f" Values missing after cleaning: **{int(self.res.frame.isna().sum().sum())}**."
+
+    def privacy(self):
+        priv = privacy_section(self.ds, kek_dir=self.S.kek_dir)
+        self.record["privacy"] = priv["facts"]
+        yield priv["table"]
+        cons = (self.ds.lifecycle or {}).get("consent")
+        if cons is not None and len(cons["refused"]):
+            yield "**Subjects refused** (reason and number of records):"
+            yield cons["refused"]
+
+    def reproducibility(self):
+        p = self.provenance
+        yield f"Reproduce with: `{p.get('reproduce', 'medwb reproduce VERSION')}` (made by `{p.get('command', 'medwb run')}`)."
+        write_metrics(self.out_dir, self.record)
+        if self.record.get("unavailable"):
+            yield "**Sections not computed:** " + "; ".join(f"{k}: {v}" for k, v in self.record["unavailable"].items())
+

@@ -20,10 +20,11 @@ from ..core.format import fmt_ci, fmt_num
 # %% auto #0
 __all__ = ['CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'IMPUTATION_TEXT', 'SECTION_NAMES', 'SECTION_ANCHORS',
            'NotApplicable', 'section', 'require', 'applies', 'ci_table', 'comparison_table', 'confusion_table',
-           'save_artifacts', 'write_metrics', 'save_figure', 'classification_figures', 'regression_figures',
-           'parts_table', 'report_heading', 'target_statement', 'design_statement', 'threshold_statement',
-           'sample_size_statement', 'imputation_statement', 'data_report_statement', 'change_log_table',
-           'imbalance_statement', 'delong_table', 'report_facts', 'provenance_table', 'card_table', 'model_table']
+           'save_artifacts', 'write_metrics', 'save_figure', 'show', 'calibration_table', 'classification_figures',
+           'regression_figures', 'parts_table', 'report_heading', 'target_statement', 'design_statement',
+           'threshold_statement', 'sample_size_statement', 'imputation_statement', 'data_report_statement',
+           'change_log_table', 'imbalance_statement', 'delong_table', 'report_facts', 'provenance_table', 'card_table',
+           'model_table']
 
 # %% ../../nbs/09_reports/03_sections.ipynb #c007
 from contextlib import contextmanager
@@ -111,6 +112,22 @@ def save_figure(fig, name: str, out_dir: Path | str = ".") -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110, bbox_inches="tight", metadata={"Software": None})
     return p
+
+def show(items, out_dir: Path | str = ".") -> None:
+    "Display report items as they come: text as Markdown, (name, figure) pairs saved as figures/NAME.png and shown, the rest as is."
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+    for it in items:
+        if isinstance(it, str): display(Markdown(it))
+        elif isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], str) and hasattr(it[1], "savefig"):
+            save_figure(it[1], it[0], out_dir); display(it[1]); plt.close(it[1])
+        else: display(it)
+
+def calibration_table(cal: dict) -> pd.DataFrame:
+    "Calibration slope, intercept, Brier score and ECE next to their ideal values."
+    return pd.DataFrame({"value": [fmt_num(cal["slope"]), fmt_num(cal["intercept"]), fmt_num(cal["brier"]), fmt_num(cal["ece"])],
+                         "ideal": ["1", "0", "0", "0"]},
+                        index=["calibration slope", "calibration intercept", "Brier score", "expected calibration error (10 bins)"])
 
 # %% ../../nbs/09_reports/03_sections.ipynb #c018
 def classification_figures(ev, positive: str = "positive") -> dict:
