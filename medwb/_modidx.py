@@ -1262,6 +1262,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'medwb.run.execute._now': ('10_run/execute.html#_now', 'medwb/run/execute.py'),
                                    'medwb.run.execute._progress_line': ('10_run/execute.html#_progress_line', 'medwb/run/execute.py'),
                                    'medwb.run.execute._record_failure': ('10_run/execute.html#_record_failure', 'medwb/run/execute.py'),
+                                   'medwb.run.execute._text_only': ('10_run/execute.html#_text_only', 'medwb/run/execute.py'),
                                    'medwb.run.execute.check_writable': ('10_run/execute.html#check_writable', 'medwb/run/execute.py'),
                                    'medwb.run.execute.execute_report': ('10_run/execute.html#execute_report', 'medwb/run/execute.py'),
                                    'medwb.run.execute.job_from_manifest': ('10_run/execute.html#job_from_manifest', 'medwb/run/execute.py'),

@@ -17,9 +17,8 @@ def fmt_num(v, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 def fmt_ci(c: dict, digits: int = 4) -> str:
-    "'lo – hi' of a `{'lo', 'hi'}` interval, or the reason it is undefined."
-    if c.get("lo") is None: return c.get("reason") or "undefined"
-    return f"{c['lo']:.{digits}f} – {c['hi']:.{digits}f}"
+    "'+lo to +hi' of a `{'lo', 'hi'}` interval of a difference (signs shown), or 'CI –' when it is undefined."
+    return "CI –" if c.get("lo") is None else f"{c['lo']:+.{digits}f} to {c['hi']:+.{digits}f}"
 
 # %% ../../nbs/00_core/05_format.ipynb #c007
 HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae"),

@@ -60,7 +60,8 @@ class TabularReport:
         E = {**S.evaluation_config(), **evaluation}
         ds = load_dataset(dataset, S)
         card, project = dataset_card(ds), load_project(project_path)
-        record = {"dataset": dataset, "model": model, "seed": seed, "task": ds.task, "method": E["method"], "evaluation": E,
+        # the design as the job states it (a version published before `imputation` was hashed states none; it used the settings')
+        record = {"dataset": dataset, "model": model, "seed": seed, "task": ds.task, "method": E["method"], "evaluation": evaluation or E,
                   "positive_class": ds.positive_class, "target": ds.target}
         return cls(dataset, model, seed, model_params, S, E, ds, card, project, out_dir, provenance or {}, record)
 

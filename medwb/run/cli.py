@@ -136,6 +136,11 @@ def cmd_reproduce(a, settings) -> int:
     if r["input_changes"]:
         print(f"note: these inputs differ from when the version was made: {', '.join(r['input_changes'])}")
     if r["identical"]: print(f"identical: metrics.json reproduced exactly ({r['seconds']:.1f}s)"); return 0
+    if r["numbers_identical"]:
+        print(f"identical metrics: every number of metrics.json reproduced exactly ({r['seconds']:.1f}s); "
+              f"{len(r['text_differences'])} text value(s) differ (report wording):")
+        for d in r["text_differences"][:50]: print("  " + d[:300])
+        return 0
     print(f"DIFFERENT: {len(r['differences'])} value(s) differ:")
     for d in r["differences"][:50]: print("  " + d)
     return 1

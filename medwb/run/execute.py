@@ -189,9 +189,25 @@ def reproduce(version_path: Path | str, settings: Settings) -> dict:
                                                "command": f"medwb reproduce {man['version_id']}", "inputs": man["inputs"]})
     old = read_json(vp / "metrics.json")
     diffs = _diff(old, new)
-    return {"identical": not diffs, "differences": diffs, "input_changes": changes, "seconds": time.perf_counter() - t0}
+    numeric = [f"{p}: {a!r} → {b!r}" for p, a, b in diffs if not _text_only(a, b)]
+    text = [f"{p}: {a!r} → {b!r}" for p, a, b in diffs if _text_only(a, b)]
+    return {"identical": not diffs, "numbers_identical": not numeric, "differences": numeric + text, "text_differences": text,
+            "input_changes": changes, "seconds": time.perf_counter() - t0}
 
-def _diff(a, b, path="") -> list[str]:
+def _diff(a, b, path="") -> list[tuple[str, object, object]]:
+    "(path, old, new) of every leaf that differs; dicts by key, lists of the same length item by item."
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b), key=str) for d in _diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}" if path else str(k))]
-    return [] if a == b else [f"{path}: {a!r} → {b!r}"]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [(path, a, b)]
+
+def _text_only(a, b) -> bool:
+    "A difference in wording only (report text, a key added), not in a number."
+    def numbers(v):
+        if isinstance(v, bool) or v is None: return []
+        if isinstance(v, (int, float)): return [v]
+        if isinstance(v, dict): return [n for x in v.values() for n in numbers(x)]
+        if isinstance(v, list): return [n for x in v for n in numbers(x)]
+        return []
+    return isinstance(a, str) and isinstance(b, str) or (not numbers(a) and not numbers(b))
