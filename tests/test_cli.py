@@ -54,9 +54,9 @@ def test_reports_are_self_contained_and_hide_code(first_run):
     assert "data:image/png;base64," in html
     assert_offline(html)                            # nothing fetched from the network
     assert "<script" not in html
-    assert "evaluate_model(" not in html            # code is hidden; the executed notebook keeps it
+    assert "TabularReport.start(" not in html       # code is hidden; the executed notebook keeps it
     nb = next((d / "reports" / "breast_cancer" / "linear").glob("*/report.ipynb")).read_text()
-    assert "evaluate_model(" in nb
+    assert "TabularReport.start(" in nb
 
 
 def test_metrics_match_reference_figures(first_run):

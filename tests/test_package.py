@@ -3,6 +3,7 @@ templates, schemas and standards tables as package data and runs `medwb deid` an
 its own. And the code fingerprint covers every subpackage, so a changed module can never give a stale cache hit."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,10 @@ def wheel_env(tmp_path_factory) -> Path:
 
 def _medwb(env: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
     code = "import sys; from medwb.run.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([str(env / "bin" / "python"), "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    # the borrowed dependencies' data files (nbconvert's HTML templates) live under this interpreter's share/jupyter
+    jp = os.pathsep.join([str(Path(sys.prefix) / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
+    return subprocess.run([str(env / "bin" / "python"), "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "JUPYTER_PATH": jp})
 
 
 def test_wheel_is_not_the_checkout(wheel_env, tmp_path):

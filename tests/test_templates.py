@@ -115,7 +115,8 @@ def test_data_report_of_a_declared_csv_with_bad_rows_and_gbk(tmp_path):
 
 
 def test_data_report_of_the_clinic_dataset_shows_known_error_recall(tmp_path):
-    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "clinic", "models": "dummy", "n_boot": 200})
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "clinic", "models": "dummy", "n_boot": 200,
+                                  "data_dir": str(ROOT / "data")})   # the clinic table is read from the shipped data folder
     [data_job, _] = build_matrix(load_settings(s))
     m = execute_report(data_job, tmp_path / "out", {"version_id": "test", "inputs": data_job.inputs})
     assert m["qc_score"]["recall"] >= 0.95 and m["qc_score"]["false_alarm_rate"] <= 0.02

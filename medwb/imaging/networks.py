@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..core.settings import MedwbError
+from ..core.io import atomic_write
 
 # %% auto #0
 __all__ = ['NETWORKS', 'TASKS', 'OPTIMIZERS', 'SCHEDULES', 'SmallCNN', 'network_task', 'make_network', 'cam_layer', 'TrainConfig',
@@ -172,10 +173,7 @@ def _scheduler(opt, cfg: TrainConfig):
 
 def _save(state: dict, path: Path):
     "torch.save to a temporary file in the same folder, then rename: a checkpoint is whole or absent."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try: torch.save(state, tmp); os.replace(tmp, path)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
+    atomic_write(path, lambda f: torch.save(state, f))
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c016
 def _batches(x, y, idx, bs, aug, seg: bool, dev):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.settings import MedwbError
+from ..core.io import atomic_write
 
 # %% auto #0
 __all__ = ['N_SCANNERS', 'SPLITS', 'make_lesion_images', 'local_contrast', 'blob_scores', 'split_indices', 'save_npz',
@@ -170,15 +171,7 @@ def save_npz(path: Path | str,       # destination, must end in .npz
         ix = parts[s]
         arrays.update({f"{s}_images": u8[ix], f"{s}_labels": lab[ix].astype(np.uint8)[:, None],
                        f"{s}_masks": msk[ix, 0].astype(np.uint8)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 # %% ../../nbs/06_imaging/01_synthetic.ipynb #c019e
 def save_dicom_folder(folder: Path | str,     # destination; must not exist yet

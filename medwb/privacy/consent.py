@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.settings import MedwbError
 from ..core.store import read_json
-from ..core.io import write_json
+from ..core.io import atomic_write, write_json
 from ..core.store import list_versions
 from ..core.store import mark_stale
 
@@ -194,10 +194,7 @@ def _without_subject(path: Path, column: str, subject: str, record_column: str |
 
 def _replace_bytes(path: Path, data: bytes) -> Path:
     "Write `data` to a temporary file beside `path` with its permissions; the caller renames it into place."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-    shutil.copymode(path, tmp)
-    return Path(tmp)
+    return atomic_write(path, data, commit=False)   # written and synced beside `path`, with its mode
 
 def _mapping_plan(mapping_table, subject: str):
     "(apply, description) for removing `subject` from a pseudonym mapping table; validated, nothing changed yet."

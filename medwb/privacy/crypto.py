@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..core.settings import MedwbError
-from ..core.io import atomic_write_text, write_json
+from ..core.io import atomic_write, atomic_write_text, write_json
 from ..core.hashing import canonical_json
 from ..core.store import read_json
 
@@ -51,12 +51,8 @@ def _inside(a: Path, b: Path) -> bool: return a == b or b in a.parents
 
 def _write_secret(path: Path, data: bytes):
     "Write `data` to a new file `path` (mode 0600) through a temporary file; never replaces an existing file."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-        os.link(tmp, path)
+    try: atomic_write(path, data, overwrite=False, mode=0o600)
     except FileExistsError: raise MedwbError(f"refusing to overwrite existing key file {path}") from None
-    finally: Path(tmp).unlink(missing_ok=True)
 
 class KekStore:
     "Versioned key-encryption keys in a key folder kept apart from the data; key bytes never leave through repr, logs or errors."
@@ -290,14 +286,8 @@ def _output(out_path: Path, overwrite: bool) -> Path:
 
 def _publish(write, out_path: Path, overwrite: bool) -> Path:
     "Run `write(file)` into a temporary file beside `out_path`, then link or rename it into place."
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: write(f); f.flush(); os.fsync(f.fileno())
-        if overwrite: os.replace(tmp, out_path)
-        else: os.link(tmp, out_path)
+    try: return atomic_write(out_path, write, overwrite=overwrite, mode=0o600)
     except FileExistsError: raise MedwbError(f"{out_path} appeared while writing; refusing to overwrite it") from None
-    finally: Path(tmp).unlink(missing_ok=True)
-    return out_path
 
 def _source(path, store: KekStore) -> Path:
     path = Path(path)

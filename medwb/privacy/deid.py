@@ -31,7 +31,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
 
 from ..core.settings import MedwbError, package_path
-from ..core.io import atomic_write_text
+from ..core.io import atomic_write, atomic_write_text
 from ..core.hashing import sha256_bytes
 from ..data.dicom import read_dicom as read_any_dicom
 
@@ -549,24 +549,15 @@ def residual_phi(ds_or_path: Dataset | Path | str, planted: Iterable[str]) -> li
     return hits
 
 # %% ../../nbs/03_privacy/08_deid.ipynb #c036
-def _write_new(target: Path, write: Callable[[Path], None]) -> bool:
-    "Write through a temporary file and a hard link; False (nothing written) when `target` exists."
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _write_new(target: Path, write: Callable) -> bool:
+    "Write through `atomic_write` (`write` gets the open file); False (nothing written) when `target` exists."
     if target.exists(): return False
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        try: os.link(tmp, target)                 # atomic and refuses to replace an existing file
-        except FileExistsError: return False
-        except OSError:                           # no hard links on this file system
-            if target.exists(): return False
-            os.replace(tmp, target)
-    finally: Path(tmp).unlink(missing_ok=True)
+    try: atomic_write(target, write, overwrite=False)
+    except FileExistsError: return False
     return True
 
-def save_dicom(ds: Dataset, path: Path | str):
-    "Write a de-identified dataset: as a Part 10 file when it has SOP Class and Instance UIDs, else as it is."
+def save_dicom(ds: Dataset, path):
+    "Write a de-identified dataset (to a path or an open binary file): as a Part 10 file when it has SOP Class and Instance UIDs, else as it is."
     part10 = bool(ds.get("SOPClassUID")) and bool(ds.get("SOPInstanceUID"))
     ds.save_as(path, enforce_file_format=part10)
 
@@ -618,13 +609,13 @@ def deidentify_folder(src: Path | str, dst: Path | str,
         row = rep.as_row()
         if out is None:
             target = log_dir / "quarantine" / rel
-            _write_new(target, lambda t: t.write_bytes(f.read_bytes()))
+            _write_new(target, lambda fo: fo.write(f.read_bytes()))
             row["output"] = str(target)
         else:
             uids = [str(out.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
             uids = [u or uid_map(f"medwb-file:{rel}") for u in uids]
             target = dst / uids[0] / uids[1] / f"{uids[2]}.dcm"
-            try: written = _write_new(target, lambda t: save_dicom(out, t))
+            try: written = _write_new(target, lambda fo: save_dicom(out, fo))
             except Exception as e:
                 row.update(status="error", reason=f"{f}: could not be written: {type(e).__name__}: {e}"); rows.append(row); continue
             if not written: row.update(status="exists", reason=f"{target} already exists; not overwritten")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..core.settings import MedwbError
 from ..core.store import read_json
-from ..core.io import write_json
+from ..core.io import atomic_write, write_json
 
 # %% auto #0
 __all__ = ['KEY_ENV', 'MIN_KEY_BYTES', 'TOKEN_PREFIX', 'TOKEN_BYTES', 'MAPPING_FORMAT', 'KeyStore', 'generate_key_file',
@@ -139,16 +139,8 @@ def generate_key_file(path: Path | str, # where to write; must not exist
     path = Path(path)
     _refuse_beside_data(path, data_dirs)
     if path.exists(): raise MedwbError(f"key file {path} already exists; a key is never overwritten (it would orphan its mapping tables)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(os.urandom(MIN_KEY_BYTES).hex() + "\n"); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.link(tmp, path)          # atomic and fails if `path` appeared meanwhile
+    try: return atomic_write(path, os.urandom(MIN_KEY_BYTES).hex() + "\n", overwrite=False, mode=0o600)   # fails if `path` appeared meanwhile
     except FileExistsError: raise MedwbError(f"key file {path} already exists; a key is never overwritten") from None
-    finally: Path(tmp).unlink(missing_ok=True)
-    return path
 
 # %% ../../nbs/03_privacy/02_pseudonyms.ipynb #c008
 _B32 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", np.uint8)
