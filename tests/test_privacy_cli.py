@@ -81,6 +81,17 @@ def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
     m = read_json(v / "metrics.json")
     assert m["privacy"]["encryption"]["at_rest"] and m["privacy"]["encryption"]["kek_id"] == "kek-0001"
     assert "encrypted" in (v / "report.html").read_text()
+    # a withdrawal counts the subject's records in the encrypted predictions (the key is at hand) and marks the versions stale
+    import io
+    from medwb.privacy.consent import ConsentRegistry
+    from medwb.privacy.crypto import KekStore, decrypt_bytes
+    pred = pd.read_csv(io.BytesIO(decrypt_bytes((v / "predictions.csv.enc").read_bytes(), KekStore(keys))), dtype=str)
+    ward = tmp_path / "ward.csv"; ward.write_text(f"record_id,patient\n{pred['record_id'].iloc[0]},P1\nwdbc-9999,P2\n")
+    ConsentRegistry(tmp_path / "consent.json").record("P1", "given", scope=["model_training"], basis="form v1", date="2020-01-01")
+    r = medwb("withdraw", "P1", "--registry", str(tmp_path / "consent.json"), "--data", f"{ward}:patient", "--dataset", "breast_cancer", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    marks = read_json(tmp_path / "reports" / "_stale.json")["versions"]
+    assert marks[v.name]["events"][0]["records_in_predictions"] == 1, marks[v.name]
     enc = str(v / "predictions.csv.enc")
     r = medwb("keys", "status", enc, settings=s)
     assert r.returncode == 0 and "kek-0001" in r.stdout and "AES-256-GCM" in r.stdout.upper().replace("AES256", "AES-256")

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import io
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -85,10 +86,23 @@ def latest_version(reports_dir: Path | str, dataset: str, model: str, seed: int 
 # %% ../../nbs/00_core/04_store.ipynb #c012
 STALE_FILE = "_stale.json"
 
+def _records_in_predictions(folder: Path, records: set, read_encrypted) -> int | None:
+    "How many of `records` a version's predictions hold; None when they are encrypted and no key is at hand."
+    plain, enc = folder / "predictions.csv", folder / "predictions.csv.enc"
+    if plain.exists(): src = plain
+    elif enc.exists():
+        if read_encrypted is None: return None
+        src = io.BytesIO(read_encrypted(enc))
+    else: return 0
+    try: return int(pd.read_csv(src, usecols=["record_id"], dtype=str)["record_id"].isin(records).sum())
+    except ValueError: return 0
+
 def mark_stale(reports_dir: Path | str, dataset: str,
                subject_ids: Iterable[str] = (),   # the subjects whose data were withdrawn
                record_ids: Iterable[str] = (),    # their record ids in the dataset (counted in predictions)
-               reason: str = "consent withdrawn") -> list[str]:
+               reason: str = "consent withdrawn",
+               read_encrypted: Callable[[Path], bytes] | None = None,   # decrypts an `.enc` file (predictions stored encrypted at rest)
+               ) -> list[str]:
     "Mark every published version of `dataset` as stale in reports/_stale.json; returns the version ids marked."
     root = Path(reports_dir)
     if not root.is_dir(): raise MedwbError(f"reports folder {root} does not exist")
@@ -99,10 +113,7 @@ def mark_stale(reports_dir: Path | str, dataset: str,
     marked = []
     for v in list_versions(root, failed=False):
         if v.get("dataset") != dataset or v.get("status") != "ok" or not v.get("version_id"): continue
-        pred, in_pred = Path(v["path"]) / "predictions.csv", 0
-        if records and pred.exists():
-            try: in_pred = int(pd.read_csv(pred, usecols=["record_id"], dtype=str)["record_id"].isin(records).sum())
-            except ValueError: in_pred = 0
+        in_pred = _records_in_predictions(Path(v["path"]), records, read_encrypted) if records else 0
         vid = v["version_id"]
         entry = reg["versions"].setdefault(vid, {"dataset": dataset, "model": v.get("model"), "seed": v.get("seed"),
                                                  "path": Path(v["path"]).relative_to(root).as_posix(), "events": []})

@@ -22,6 +22,7 @@ from ..core.store import read_json
 from ..core.io import atomic_write, write_json
 from ..core.store import list_versions
 from ..core.store import mark_stale
+from .crypto import KekStore, decrypt_bytes
 
 # %% auto #0
 __all__ = ['STATUSES', 'PURPOSES', 'ConsentCheck', 'ConsentRegistry', 'deletion_log']
@@ -225,7 +226,8 @@ def _withdraw(self, subject_id,
               dataset: str | None = None,
               record_column: str | None = "record_id", # record ids of deleted rows (counted in the versions' predictions)
               reason: str = "consent withdrawn",
-              date=None) -> dict:
+              date=None,
+              kek_dir: Path | str | None = None) -> dict:   # key folder: count the withdrawn records in encrypted predictions
     "Withdraw a subject: delete their rows from `data_files`, their pseudonyms, mark versions stale; returns the deletion log entry."
     s = _sid(subject_id)
     if s not in self._subjects: raise MedwbError(f"subject {s!r} is not in the consent registry {self.path}; nothing was deleted")
@@ -248,7 +250,8 @@ def _withdraw(self, subject_id,
     removed = apply_mapping()
     self.record(s, "withdrawn", date=date, note=reason)
     records = [r for *_, ids in plans for r in ids]
-    stale = mark_stale(reports_dir, dataset, [s], records, reason=reason) if reports_dir is not None else []
+    reader = (lambda p: decrypt_bytes(p.read_bytes(), KekStore(kek_dir))) if kek_dir else None   # predictions encrypted at rest
+    stale = mark_stale(reports_dir, dataset, [s], records, reason=reason, read_encrypted=reader) if reports_dir is not None else []
     entry = {"time": _now(), "subject": s, "reason": reason, "date": date,
              "files": {str(p): n for p, _, n, _ in plans}, "rows_deleted": sum(n for _, _, n, _ in plans),
              "mapping_table": mapping_name, "mapping_entries_removed": removed, "dataset": dataset, "stale_versions": stale}

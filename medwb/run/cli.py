@@ -161,7 +161,7 @@ def cmd_withdraw(a, settings) -> int:
         try: mapping = MappingTable.load(mapping, _key(None, settings))
         except MedwbError: pass   # a plain JSON {pseudonym: subject} file
     entry = ConsentRegistry(a.registry).withdraw(a.subject, files, mapping_table=mapping, reports_dir=settings.reports_dir,
-                                                 dataset=a.dataset, reason=a.reason)
+                                                 dataset=a.dataset, reason=a.reason, kek_dir=settings.kek_dir)
     if a.dataset:
         from medwb.reports.index import write_index
         write_index(settings.reports_dir)
