@@ -42,7 +42,7 @@ def encryption_at_rest(kek_dir: Path | str | None) -> tuple[dict, tuple]:
         from medwb.privacy.crypto import KekStore
         store = KekStore(kek_dir)
         return ({"at_rest": True, "algorithm": "AES-256-GCM envelope (data key per file, wrapped by the KEK)", "kek_id": store.current},
-                ("encryption at rest", "encrypted", f"sensitive artifacts (data, predictions, fitted model) are encrypted with AES-256-GCM "
+                ("encryption at rest", "encrypted", f"sensitive artifacts (data extracts, predictions, fitted models and network checkpoints) are encrypted with AES-256-GCM "
                  f"under a fresh data key per file, wrapped by key-encryption key {store.current}; the report itself holds aggregates only"))
     return ({"at_rest": False}, ("encryption at rest", "not encrypted", "no key-encryption key folder is configured (settings.ini kek_dir); "
                                  "predictions and the fitted model are stored in plain files"))
