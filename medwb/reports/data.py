@@ -18,7 +18,7 @@ from ..quality.checks import Schema
 from ..quality.cleaning import clean
 from ..datasets.builtin import load_dataset
 from .compliance import banner_html, load_project
-from .sections import applies, card_table, imputation_statement, provenance_table, section, show, write_metrics
+from .sections import (Report, applies, card_table, imputation_statement, provenance_table)
 from .privacy import privacy_section
 
 # %% auto #0
@@ -125,7 +125,7 @@ def annotation_section(lc: dict, n_audit: int = 20, seed: int = 0) -> dict | Non
 
 # %% ../../nbs/09_reports/05_data.ipynb #c100
 @dataclass
-class DataReport:
+class DataReport(Report):
     "The state of one data report while its template runs: settings, dataset, its lifecycle record, and the record."
     dataset: str
     S: Settings
@@ -154,10 +154,6 @@ class DataReport:
     def res(self): return self.lc["clean"]
     @property
     def schema(self): return self.lc["schema"]
-
-    def show(self, items) -> None: show(items, self.out_dir)
-    def section(self, name: str, part) -> None:
-        with section(name, self.record): self.show(part())
 
     def heading(self):
         yield HTML(banner_html(self.project))
@@ -266,11 +262,3 @@ class DataReport:
         if cons is not None and len(cons["refused"]):
             yield "**Subjects refused** (reason and number of records):"
             yield cons["refused"]
-
-    def reproducibility(self):
-        p = self.provenance
-        yield f"Reproduce with: `{p.get('reproduce', 'medwb reproduce VERSION')}` (made by `{p.get('command', 'medwb run')}`)."
-        write_metrics(self.out_dir, self.record)
-        if self.record.get("unavailable"):
-            yield "**Sections not computed:** " + "; ".join(f"{k}: {v}" for k, v in self.record["unavailable"].items())
-

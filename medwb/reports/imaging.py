@@ -28,8 +28,8 @@ from ..explain import images as XI
 from ..datasets.builtin import load_imaging_dataset
 from ..datasets.imaging import card_rows, shortcut_check
 from .compliance import banner_html, load_project, use_table
-from .sections import (applies, calibration_table, ci_table, classification_figures, comparison_table, confusion_table,
-                                    delong_table, provenance_table, require, section, show, write_metrics)
+from .sections import (Report, applies, calibration_table, ci_table, classification_figures, comparison_table,
+                                    confusion_table, delong_table, provenance_table, require)
 from .privacy import imaging_privacy_section
 
 # %% auto #0
@@ -74,7 +74,7 @@ def deletion_insertion_figure(curves: dict):
     return fig
 
 @dataclass
-class ImagingReport:
+class ImagingReport(Report):
     "The state of one imaging report while its template runs: settings, dataset, network, predictions and the record."
     dataset: str
     model: str
@@ -112,10 +112,6 @@ class ImagingReport:
     def seg(self) -> bool: return self.task == "segmentation"
     @property
     def parts(self): return self.ds.split["train"], self.ds.split["val"], self.ds.split["test"]
-
-    def show(self, items) -> None: show(items, self.out_dir)
-    def section(self, name: str, part) -> None:
-        with section(name, self.record): self.show(part())
 
     def heading(self):
         yield HTML(banner_html(self.project))
@@ -312,12 +308,3 @@ class ImagingReport:
         lim.append(("single split and seed", "One stratified split and one seed; repeat with other seeds (`--seeds`) to see training variance."))
         rec["limitations"] = [dict(finding=a, action=b) for a, b in lim]
         yield pd.DataFrame(lim, columns=["finding", "action"]).set_index("finding")
-
-    def reproducibility(self):
-        p = self.provenance
-        yield f"Reproduce with: `{p.get('reproduce', 'medwb reproduce VERSION')}` (made by `{p.get('command', 'medwb run')}`)."
-        self.record.setdefault("metrics", {})
-        write_metrics(self.out_dir, self.record)
-        if self.record.get("unavailable"):
-            yield "**Sections not computed:** " + "; ".join(f"{k}: {v}" for k, v in self.record["unavailable"].items())
-

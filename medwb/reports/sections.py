@@ -20,11 +20,11 @@ from ..core.format import fmt_ci, fmt_num
 # %% auto #0
 __all__ = ['CLASSIFICATION_ROWS', 'CI_ROWS', 'REGRESSION_ROWS', 'IMPUTATION_TEXT', 'SECTION_NAMES', 'SECTION_ANCHORS',
            'NotApplicable', 'section', 'require', 'applies', 'ci_table', 'comparison_table', 'confusion_table',
-           'save_artifacts', 'write_metrics', 'save_figure', 'show', 'calibration_table', 'classification_figures',
-           'regression_figures', 'parts_table', 'report_heading', 'target_statement', 'design_statement',
-           'threshold_statement', 'sample_size_statement', 'imputation_statement', 'data_report_statement',
-           'change_log_table', 'imbalance_statement', 'delong_table', 'report_facts', 'provenance_table', 'card_table',
-           'model_table']
+           'save_artifacts', 'write_metrics', 'save_figure', 'show', 'calibration_table', 'Report',
+           'classification_figures', 'regression_figures', 'parts_table', 'report_heading', 'target_statement',
+           'design_statement', 'threshold_statement', 'sample_size_statement', 'imputation_statement',
+           'data_report_statement', 'change_log_table', 'imbalance_statement', 'delong_table', 'report_facts',
+           'provenance_table', 'card_table', 'model_table']
 
 # %% ../../nbs/09_reports/03_sections.ipynb #c007
 from contextlib import contextmanager
@@ -128,6 +128,29 @@ def calibration_table(cal: dict) -> pd.DataFrame:
     return pd.DataFrame({"value": [fmt_num(cal["slope"]), fmt_num(cal["intercept"]), fmt_num(cal["brier"]), fmt_num(cal["ece"])],
                          "ideal": ["1", "0", "0", "0"]},
                         index=["calibration slope", "calibration intercept", "Brier score", "expected calibration error (10 bins)"])
+
+class Report:
+    "What every report class shares (`TabularReport`, `DataReport`, `ImagingReport`): showing a section, running it guarded, closing."
+    record: dict        # everything that goes to metrics.json
+    out_dir: str        # the version folder being written
+    provenance: dict    # the version's provenance (reproduce command, inputs)
+
+    def show(self, items) -> None:
+        "Display what a section yields, as it is yielded (see `show`)."
+        show(items, self.out_dir)
+
+    def section(self, name: str, part) -> None:
+        "Run the generator method `part` as report section `name`: what does not apply or cannot be computed says why."
+        with section(name, self.record): self.show(part())
+
+    def reproducibility(self):
+        "The command that reproduces this version; writes metrics.json (the last step of every report)."
+        p = self.provenance
+        yield f"Reproduce with: `{p.get('reproduce', 'medwb reproduce VERSION')}` (made by `{p.get('command', 'medwb run')}`)."
+        self.record.setdefault("metrics", {})
+        write_metrics(self.out_dir, self.record)
+        if self.record.get("unavailable"):
+            yield "**Sections not computed:** " + "; ".join(f"{k}: {v}" for k, v in self.record["unavailable"].items())
 
 # %% ../../nbs/09_reports/03_sections.ipynb #c018
 def classification_figures(ev, positive: str = "positive") -> dict:

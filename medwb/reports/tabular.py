@@ -23,11 +23,11 @@ from ..evaluation.clinical import (calibration_stats, compare, decision_curve, d
 from ..explain.tabular import explanations
 from ..datasets.builtin import load_dataset
 from .compliance import banner_html, compliance_matrix, limitations, load_project, use_table
-from .sections import (CI_ROWS, SECTION_ANCHORS, applies, calibration_table, card_table, change_log_table, ci_table,
-                                    classification_figures, comparison_table, confusion_table, data_report_statement, delong_table,
-                                    design_statement, imbalance_statement, imputation_statement, model_table, parts_table,
-                                    provenance_table, regression_figures, report_facts, report_heading, require, sample_size_statement,
-                                    save_artifacts, section, show, target_statement, threshold_statement, write_metrics)
+from .sections import (CI_ROWS, Report, SECTION_ANCHORS, applies, calibration_table, card_table, change_log_table,
+                                    ci_table, classification_figures, comparison_table, confusion_table, data_report_statement,
+                                    delong_table, design_statement, imbalance_statement, imputation_statement, model_table,
+                                    parts_table, provenance_table, regression_figures, report_facts, report_heading, require,
+                                    sample_size_statement, save_artifacts, target_statement, threshold_statement)
 from .privacy import privacy_section
 
 # %% auto #0
@@ -35,7 +35,7 @@ __all__ = ['TabularReport']
 
 # %% ../../nbs/09_reports/06_tabular.ipynb #c003
 @dataclass
-class TabularReport:
+class TabularReport(Report):
     "The state of one tabular model report while its template runs: the settings, the data, the evaluation and the record."
     dataset: str
     model: str
@@ -71,14 +71,6 @@ class TabularReport:
     def y(self): return self.ev.predictions["y_true"].to_numpy()
     @property
     def s(self): return self.ev.predictions["score"].to_numpy()
-
-    def show(self, items) -> None:
-        "Display what a section yields, as it is yielded (see `show`)."
-        show(items, self.out_dir)
-
-    def section(self, name: str, part) -> None:
-        "Run the generator method `part` as report section `name`: what does not apply or cannot be computed says why."
-        with section(name, self.record): self.show(part())
 
     def heading(self):
         yield HTML(banner_html(self.project))
@@ -251,12 +243,3 @@ class TabularReport:
         cm = compliance_matrix(report_facts(self.record, self.ev, self.project, self.ds), SECTION_ANCHORS)
         self.record["compliance"] = cm.assign(evidence=cm["evidence"].str.replace(r"<[^>]+>", "", regex=True))
         yield HTML(cm.to_html(escape=False, index=False))
-
-    def reproducibility(self):
-        "The command that reproduces this version; writes metrics.json (the last step of every report)."
-        p = self.provenance
-        yield f"Reproduce with: `{p.get('reproduce', 'medwb reproduce VERSION')}` (made by `{p.get('command', 'medwb run')}`)."
-        write_metrics(self.out_dir, self.record)
-        if self.record.get("unavailable"):
-            yield "**Sections not computed:** " + "; ".join(f"{k}: {v}" for k, v in self.record["unavailable"].items())
-
