@@ -4,16 +4,11 @@
 
 # %% ../../nbs/00_core/02_hashing.ipynb #c002
 from __future__ import annotations
-
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 # %% auto #0
 __all__ = ['sha256_bytes', 'sha256_file', 'canonical_json', 'hash_json', 'installed_packages', 'environment_fingerprint',

@@ -4,18 +4,15 @@
 
 # %% ../../nbs/00_core/01_settings.ipynb #c002
 from __future__ import annotations
-
 import ast
 import configparser
 import json
 import os
 import random
 import sys
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 
 # %% auto #0

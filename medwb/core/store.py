@@ -4,17 +4,14 @@
 
 # %% ../../nbs/00_core/04_store.ipynb #c002
 from __future__ import annotations
-
 import datetime as _dt
 import io
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
+from typing import Callable, Iterable
 import pandas as pd
-
 from .settings import MedwbError
 from .hashing import sha256_file
-from .io import atomic_write_text, publish_dir, read_json, write_json
+from .io import read_json, write_json
 
 # %% auto #0
 __all__ = ['MANIFEST', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'STALE_FILE', 'file_hashes', 'write_manifest',

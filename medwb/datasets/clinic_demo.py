@@ -4,20 +4,15 @@
 
 # %% ../../nbs/08_datasets/01_clinic_demo.ipynb #c002
 from __future__ import annotations
-
 import json
 from dataclasses import replace
 from pathlib import Path
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError, load_settings, package_path
 from ..core.io import atomic_write_text
-from ..core.hashing import sha256_file
 from ..data.dataset import Dataset
-from ..quality.checks import Schema, run_qc
-from ..quality.cleaning import clean, load_clean_csv
+from ..quality.cleaning import load_clean_csv
 
 # %% auto #0
 __all__ = ['KINDS', 'CLINIC_FILES', 'CLINIC_SCHEMA', 'clinic_base', 'inject_errors', 'score_qc', 'clinic_consent',

@@ -4,15 +4,10 @@
 
 # %% ../../nbs/08_datasets/02_imaging.ipynb #c002
 from __future__ import annotations
-
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
 import numpy as np
-import pandas as pd
-
 from ..core.settings import MedwbError
 
 # %% auto #0

@@ -4,16 +4,13 @@
 
 # %% ../../nbs/05_evaluation/03_clinical.ipynb #c002
 from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 from scipy import optimize, special
 from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
-
 from ..core.settings import MedwbError
-from .uncertainty import (THRESHOLD_FREE, bootstrap_metrics, confidence_intervals, delong_test,
-                                         percentile_interval, record_resample_weights)
+from .uncertainty import bootstrap_metrics, confidence_intervals, delong_test, percentile_interval, record_resample_weights
 from ..core.settings import MIN_SUBGROUP_N, N_BOOT
 
 # %% auto #0

@@ -2,18 +2,14 @@
 
 # %% ../../nbs/07_explain/01_tabular.ipynb #c002
 from __future__ import annotations
-
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
-
 from ..core.settings import MedwbError
 from ..core.format import fmt_num
 

@@ -4,19 +4,14 @@
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c002
 from __future__ import annotations
-
 import copy
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
 from ..core.settings import MedwbError
 from ..core.io import atomic_write
 

@@ -4,18 +4,10 @@
 
 # %% ../../nbs/03_privacy/03_anonymity.ipynb #c002
 from __future__ import annotations
-
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError
 from .pseudonyms import MappingTable, _MAPPING_INFO, _canon
 

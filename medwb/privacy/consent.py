@@ -4,23 +4,17 @@
 
 # %% ../../nbs/03_privacy/05_consent.ipynb #c002
 from __future__ import annotations
-
 import csv
 import datetime as _dt
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple
-
 import pandas as pd
-
 from ..core.settings import MedwbError
 from ..core.store import read_json
 from ..core.io import atomic_write, write_json
-from ..core.store import list_versions
 from ..core.store import mark_stale
 from .crypto import KekStore, decrypt_bytes
 

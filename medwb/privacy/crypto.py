@@ -4,7 +4,6 @@
 
 # %% ../../nbs/03_privacy/04_crypto.ipynb #c002
 from __future__ import annotations
-
 import base64
 import binascii
 import datetime as _dt
@@ -16,19 +15,15 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
-
 import pandas as pd
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from ..core.settings import MedwbError
 from ..core.io import atomic_write, atomic_write_text, write_json
 from ..core.hashing import canonical_json
 from ..core.store import read_json
-
 _log = logging.getLogger("medwb.privacy.crypto")
 
 # %% auto #0

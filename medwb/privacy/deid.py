@@ -4,32 +4,23 @@
 
 # %% ../../nbs/03_privacy/08_deid.ipynb #c002
 from __future__ import annotations
-
 import copy
 import hashlib
 import hmac
 import json
-import os
 import re
-import tempfile
 import uuid
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-
 import pandas as pd
-
 import medwb
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
-
 from ..core.settings import MedwbError, package_path
 from ..core.io import atomic_write, atomic_write_text
 from ..core.hashing import sha256_bytes

@@ -4,19 +4,12 @@
 
 # %% ../../nbs/03_privacy/01_identifiers.ipynb #c002
 from __future__ import annotations
-
-import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from datetime import date
-from pathlib import Path
 from typing import Any
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError
 
 # %% auto #0

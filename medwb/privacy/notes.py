@@ -4,13 +4,8 @@
 
 # %% ../../nbs/03_privacy/07_notes.ipynb #c002
 from __future__ import annotations
-
 import random
 import re
-
-import numpy as np
-import pandas as pd
-
 from ..core.settings import MedwbError
 from .phi import COMPOUND_SURNAMES, Entity, PROVINCES, SURNAMES
 from .identifiers import resident_id_check_digit

@@ -4,21 +4,16 @@
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c002
 from __future__ import annotations
-
 import bisect
-import datetime
 import hashlib
 import hmac
-import random
 import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError
-from .identifiers import resident_id_check_digit, valid_resident_id
+from .identifiers import valid_resident_id
 
 # %% auto #0
 __all__ = ['TYPES', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'PROVINCES', 'MODES', 'Entity', 'find_phi', 'Replacement',

@@ -4,7 +4,6 @@
 
 # %% ../../nbs/03_privacy/02_pseudonyms.ipynb #c002
 from __future__ import annotations
-
 import base64
 import binascii
 import hashlib
@@ -13,16 +12,13 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError
 from ..core.store import read_json
 from ..core.io import atomic_write, write_json

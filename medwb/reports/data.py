@@ -4,15 +4,12 @@
 
 # %% ../../nbs/09_reports/05_data.ipynb #c002
 from __future__ import annotations
-
 from dataclasses import dataclass, field
 from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from IPython.display import HTML
-
-from ..core.settings import MedwbError, Settings, load_settings, package_path, seed_everything
+from ..core.settings import Settings, load_settings, package_path, seed_everything
 from ..data.dataset import Dataset, dataset_card
 from ..quality.checks import Schema
 from ..quality.cleaning import clean

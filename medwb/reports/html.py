@@ -4,14 +4,9 @@
 
 # %% ../../nbs/09_reports/01_html.ipynb #c002
 from __future__ import annotations
-
 import html
 import re
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
 from ..core.settings import MedwbError
 
 # %% auto #0

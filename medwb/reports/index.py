@@ -4,15 +4,10 @@
 
 # %% ../../nbs/09_reports/08_index.ipynb #c002
 from __future__ import annotations
-
 import datetime as _dt
 import html
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
-from ..core.io import atomic_write_text, write_json
+from ..core.io import atomic_write_text
 from ..core.store import FAILED_JSON, list_versions
 from .html import html_page
 from ..core.format import headline_text

@@ -4,13 +4,8 @@
 
 # %% ../../nbs/09_reports/04_privacy.ipynb #c002
 from __future__ import annotations
-
 from pathlib import Path
-
-import numpy as np
 import pandas as pd
-
-from ..core.settings import MedwbError
 
 # %% auto #0
 __all__ = ['QI_COLUMNS', 'quasi_identifiers', 'encryption_at_rest', 'privacy_section', 'imaging_privacy_section']

@@ -4,15 +4,11 @@
 
 # %% ../../nbs/09_reports/03_sections.ipynb #c002
 from __future__ import annotations
-
 import html
-import re
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 import pandas as pd
-
 from ..core.settings import MedwbError
 from ..core.io import write_json
 from ..core.format import fmt_ci, fmt_num

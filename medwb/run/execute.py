@@ -4,9 +4,7 @@
 
 # %% ../../nbs/10_run/02_execute.ipynb #c002
 from __future__ import annotations
-
 import datetime as _dt
-import json
 import os
 import shutil
 import sys
@@ -16,13 +14,10 @@ import traceback
 import uuid
 from pathlib import Path
 from typing import Callable
-
-import medwb
 from ..core.store import MANIFEST, read_json, write_manifest
 from ..core.settings import MedwbError, Settings
 from ..core.hashing import code_fingerprint, environment_fingerprint, git_commit, installed_packages, sha256_file
 from ..core.io import publish_dir, write_json
-from ..models.zoo import model_params
 from ..core.store import FAILED_DIR, FAILED_JSON, STAGING_DIR, latest_version, version_dir
 from ..reports.html import notebook_to_html
 from ..reports.index import write_index
