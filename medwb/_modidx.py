@@ -1276,4 +1276,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'medwb.run.jobs.dataset_fingerprint': ('10_run/jobs.html#dataset_fingerprint', 'medwb/run/jobs.py'),
                                 'medwb.run.jobs.ensure_kernel': ('10_run/jobs.html#ensure_kernel', 'medwb/run/jobs.py'),
                                 'medwb.run.jobs.make_job': ('10_run/jobs.html#make_job', 'medwb/run/jobs.py'),
+                                'medwb.run.jobs.project_record': ('10_run/jobs.html#project_record', 'medwb/run/jobs.py'),
                                 'medwb.run.jobs.template_hash': ('10_run/jobs.html#template_hash', 'medwb/run/jobs.py')}}}

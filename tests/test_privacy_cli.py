@@ -122,6 +122,12 @@ def test_bad_kek_dir_is_refused_before_any_job(tmp_path):
     r = medwb("run", settings=s)
     assert r.returncode == 2 and str(keys) in r.stderr and "readable by others" in r.stderr, r.stdout + r.stderr
     assert not list((tmp_path / "reports").glob("*/*/*")), "a job ran"
+    from medwb.privacy.crypto import KekStore
+    inside = tmp_path / "data" / "keys"; KekStore(inside, create=True)            # keys inside the data folder
+    s = write_settings(tmp_path, {**SMALL, "reports_dir": str(tmp_path / "reports"), "kek_dir": str(inside), "data_dir": str(tmp_path / "data")})
+    r = medwb("run", settings=s)
+    assert r.returncode == 2 and "inside the data folder" in r.stderr, r.stdout + r.stderr
+    assert not list((tmp_path / "reports").glob("*/*/*")), "a job ran"
 
 
 def test_deid_scrub_and_pseudonymise_commands(tmp_path, key_file):

@@ -21,7 +21,7 @@ from ..core.io import publish_dir, write_json
 from ..core.store import FAILED_DIR, FAILED_JSON, STAGING_DIR, latest_version, version_dir
 from ..reports.html import notebook_to_html
 from ..reports.index import write_index
-from .jobs import DATA_MODEL, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, template_hash
+from .jobs import project_record, DATA_MODEL, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, template_hash
 from ..core.format import headline as make_headline, headline_text
 
 # %% auto #0
@@ -165,7 +165,7 @@ def job_from_manifest(manifest: dict, settings: Settings) -> Job:
     "Rebuild the job of a published version from its manifest."
     inp = manifest["inputs"]
     tpl = settings.templates_dir / TEMPLATES[inp["task"]]
-    project = settings.project if settings.project and settings.project.exists() else None
+    project = project_record(settings)
     return Job(inp["dataset"], inp["model"], inp["seed"], inp["task"], inp["params"], inp["evaluation"], str(tpl),
                str(settings.reports_dir), settings.as_dict(), str(project) if project else None, inp)
 

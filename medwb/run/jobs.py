@@ -21,7 +21,7 @@ from ..models.zoo import model_params
 
 # %% auto #0
 __all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job',
-           'check_kek_dir', 'make_job', 'build_matrix', 'dataset_fingerprint']
+           'check_kek_dir', 'make_job', 'project_record', 'build_matrix', 'dataset_fingerprint']
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -93,13 +93,14 @@ class Job:
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c008
 def check_kek_dir(settings: Settings) -> None:
-    "Refuse, before any job runs, a `kek_dir` that is missing, not a folder, or readable by others."
+    "Refuse, before any job runs, a `kek_dir` that is missing, readable by others, inside the data folder or without a key."
     k = settings.kek_dir
     if k is None: return
     if not k.exists(): raise MedwbError(f"settings kek_dir {k} does not exist (make it with `medwb keys init --kek-dir {k}`)")
-    if not k.is_dir(): raise MedwbError(f"settings kek_dir {k} is not a folder")
     mode = k.stat().st_mode & 0o777
     if mode & 0o007: raise MedwbError(f"settings kek_dir {k} is readable by others (mode {mode:o}): chmod 700 {k}")
+    from medwb.privacy.crypto import KekStore
+    KekStore(k, data_dir=settings.data_dir).current   # the store's own checks: a folder, apart from the data, a current key
 
 def make_job(settings: Settings, dataset: str, model: str, seed: int, task: str, params: dict, evaluation: dict,
              template: Path, common: dict, **inputs) -> Job:
@@ -107,16 +108,19 @@ def make_job(settings: Settings, dataset: str, model: str, seed: int, task: str,
     ins = {"dataset": dataset, "model": model, "params": params, "seed": seed, "task": task, "evaluation": evaluation,
            **inputs, **common, "template": template_hash(template)}
     if settings.kek_dir: ins["encrypted_at_rest"] = True   # the version's files differ, so its id does too
-    project = common.get("_project_path")
-    ins.pop("_project_path", None)
+    project = project_record(settings)
     return Job(dataset, model, seed, task, params, evaluation, str(template), str(settings.reports_dir), settings.as_dict(),
-               project, ins)
+               str(project) if project else None, ins)
+
+def project_record(settings: Settings) -> Path | None:
+    "The project record (project.yml) of the settings, when it exists."
+    return settings.project if settings.project and settings.project.exists() else None
 
 def _common(settings: Settings) -> dict:
     "Inputs every job hashes: project record, medwb version, code and environment."
-    project = settings.project if settings.project and settings.project.exists() else None
+    project = project_record(settings)
     return {"project": sha256_file(project) if project else None, "medwb_version": medwb.__version__,
-            "code": code_fingerprint(), "environment": environment_fingerprint(), "_project_path": str(project) if project else None}
+            "code": code_fingerprint(), "environment": environment_fingerprint()}
 
 def _template(settings: Settings, task: str) -> Path:
     tpl = settings.templates_dir / TEMPLATES[task]
