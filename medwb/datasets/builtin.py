@@ -63,15 +63,14 @@ def diabetes(data_dir=None) -> Dataset:
 # The built-in datasets. Tabular: name -> loader(data_dir); the clinic table is read from the data folder.
 DATASETS: dict[str, Callable[..., Dataset]] = {"breast_cancer": breast_cancer, "diabetes": diabetes, "clinic": clinic}
 
-# Imaging: name -> generator spec (medwb.imaging.synthetic.make_lesion_images arguments); nominal spacing in mm.
-IMAGING_DATASETS = {"lesions": {"generator": "lesions", "n": 600, "seed": 0, "contrast": 0.1, "spacing": (0.5, 0.5)},   # nominal spacing
+# Imaging: name -> generator spec (medwb.imaging.synthetic.make_lesion_images arguments); spacing is nominal, in mm.
+IMAGING_DATASETS = {"lesions": {"generator": "lesions", "n": 600, "seed": 0, "contrast": 0.1, "spacing": (0.5, 0.5)},
                     "lesions_confounded": {"generator": "lesions", "n": 600, "seed": 0, "contrast": 0.1, "confounder": True,
-                                                    "marker_p": (0.05, 0.95), "spacing": (0.5, 0.5)}}
-
+                                           "marker_p": (0.05, 0.95), "spacing": (0.5, 0.5)}}
 
 # %% ../../nbs/08_datasets/03_builtin.ipynb #c011
 def load_dataset(name: str, settings=None) -> Dataset:
-    "Load a registered dataset or one declared in `settings` ([dataset.NAME] sections)."
+    "Load a built-in dataset (`DATASETS`) or one declared in `settings` ([dataset.NAME] sections)."
     if name in DATASETS: return DATASETS[name](getattr(settings, "data_dir", None))
     specs = getattr(settings, "dataset_specs", {}) or {}
     if name in specs:
