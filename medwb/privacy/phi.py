@@ -140,7 +140,7 @@ _UP = "".join(c for c in _LATIN if c.isupper())
 _LO = "".join(c for c in _LATIN if c.islower())
 _L = _UP + _LO
 _TITLE_WORDS = "Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear|Sr|Jr|Mme|Mlle|Herr|Frau|Sra|Sr"
-_NAME_TOKEN = (rf"(?!(?:{_TITLE_WORDS})(?![{_L}]))(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LO}]+(?:['’-](?:Mc|Mac|O['’]|D['’])?[{_UP}]?[{_LO}]+)*")
+_NAME_TOKEN = (rf"(?!(?:{_TITLE_WORDS})(?![{_L}]))(?:Mc|Mac|O['’]|D['’]|Di|De|Da|La|Le|Fitz|Van)?[{_UP}][{_LO}]+(?:['’-](?:Mc|Mac|O['’]|D['’])?[{_UP}]?[{_LO}]+)*")
 _PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|la|le|dos|das|do|ter|ten|bin|binti|ibn|ap|af|zu|y)"
 _SURNAME = rf"(?:(?:{_PARTICLE} ){{1,2}}{_NAME_TOKEN}|(?:al|el)-{_NAME_TOKEN}|{_NAME_TOKEN})"
 _INITIALS = rf"(?:[{_UP}]\.? ?){{1,2}}"
@@ -162,6 +162,7 @@ _EN_CONTEXT_NAME = re.compile(
     r"fianc[eé]e?|spouse|cousin|stepson|stepdaughter|colleague|employer|manager|landlord|teacher|coach|scrub nurse|"
     r"surgeons?|assistants?|assist|with|from|by|and|cc:?|caller|re pt|girlfriend|boyfriend|roommate|flatmate|housemate|"
     r"pastor|officer|grandad|grandpa|grandma|granny|nan|matron|educator|rep|interpreter|translator|chaplain|priest|"
+    r"driver|motorcyclist|cyclist|pedestrian|passenger|rider|bystander|paramedic|lifeguard|"
     r"stepfather|stepmother|son-in-law|daughter-in-law|sister-in-law|brother-in-law|twin|"
     r"copy to|author|clinician|doctor|provider|"
     r"practitioner|keyworker|key worker|HCA|ANP|CNS|SHO|FY1|FY2|ST\d|Nurse Practitioner|occupational therapist|"
@@ -234,6 +235,7 @@ _DATE_RES = [re.compile(p) for p in (
     r"by|due|lmp|edd|op|surgery|appt|appointment|f/u|fu|rtc|dob|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|night shift|"
     rf"day shift|shift)[ \t:]*)(?P<dm>{_D}/{_D})(?![\d/])",                  # on 3/11, Next visit 22/02
     rf"(?m:^[ \t]*(?P<dm2>{_D}/{_D})(?=[ \t]+[a-z]))",                        # a note opening "2/3 night shift"
+    rf"(?<![\d/])(?P<dm3>{_D}/{_D})(?![\d/])(?=[ \t]+(?:(?:night|day|late|early|long)[ \t]+)?shift|[ \t]+\d{{1,2}}:\d{{2}}|\))",
 )]
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c100
@@ -260,7 +262,9 @@ LABELS = {
             "UR number", "URN", "accession number", "accession no", "accession", "acc no", "specimen number", "specimen no",
             "specimen ID", "specimen", "lab number", "lab no", "lab ID", "pathology number", "pathology no", "path no",
             "sample ID", "sample no", "barcode", "requisition no", "requisition number", "order number", "order no",
-            "study ID", "A&E number", "ED number", "RX number", "prescription number", "Rx no"),
+            "study ID", "A&E number", "ED number", "RX number", "prescription number", "Rx no", "chart", "clinic number",
+            "clinic no", "histo no", "histology no", "cytology no", "report ref", "ref no", "reference number", "reference no",
+            "ref", "baby tag", "tag", "wristband", "ID band", "bed no", "bed number", "bay"),
     "INSURANCE": ("医保卡号", "医保号", "医保卡", "医保编号", "医保账号", "医疗保险号", "医疗保险卡号", "社保卡号", "社保号", "社保卡",
                   "社会保障卡号", "农合号", "农合证号", "新农合号", "新农合", "保险单号", "保单号", "保险号", "保险卡号",
                   "银行卡号", "银行账号", "账号", "帐号", "卡号", "支付宝账号", "开户账号", "公费医疗证号", "医疗证号", "银行", "账户",
@@ -281,10 +285,10 @@ LABELS = {
                 "NMC", "NPI", "AHPRA", "AHPRA number", "registration number", "registration no", "reg no", "reg. no",
                 "provider number", "provider no", "prescriber number", "prescriber no", "certificate number",
                 "certificate no", "cert no", "CPSO", "MCRN", "IMC number", "IMC", "HCPC", "badge number", "employee number",
-                "employee ID", "staff number", "staff ID", "pager"),
+                "employee ID", "staff number", "staff ID", "lic", "lic no", "licence no.", "RN lic", "permit number"),
     "VEHICLE": ("车牌号码", "车牌号", "车牌", "号牌", "车号", "车架号", "车辆识别代号",
                 "licence plate", "license plate", "number plate", "registration plate", "plate number", "plate no", "plate",
-                "vehicle registration", "vehicle reg", "vehicle ID", "car reg", "rego", "VIN"),
+                "vehicle registration", "vehicle reg", "vehicle ID", "car reg", "rego", "reg", "registration", "VIN", "truck unit plate"),
     "DEVICE": ("序列号", "设备编号", "设备号", "设备序列号", "起搏器序列号", "出厂编号", "产品序列号", "机身号", "串号",
                "S/N", "SN", "serial number", "serial no", "serial #", "serial", "UDI", "UDI-DI", "device ID",
                "device identifier", "IMEI", "MAC address", "MAC", "lot and serial", "implant ID", "pump serial",
@@ -297,9 +301,10 @@ _LABEL_NUM = (r"(?:\(\d{2,4}\))?[A-Za-z0-9]+(?:(?:[-./·•_]|\(\d{2,4}\))[A-Za-
               r"|[\u4e00-\u9fff]{1,3}字第\d+号")   # P2024-00317, 943 476 5919, K382917(4), 南字第0458732号
 _LABEL_HANDLE = r"(?:@[\w][\w.\-#]{1,40}|[A-Za-z0-9][A-Za-z0-9_.\-#]{2,40})(?<![.\-])"   # zhang_wei88, @lucia.fg, @思琪不想说话
 _PLATE_BODY = r"[A-HJ-NP-Z][·•.\- ]?[A-HJ-NP-Z0-9]{4,5}[A-HJ-NP-Z0-9挂学警港澳领]?"
-_VALUE = {"SOCIAL": _LABEL_HANDLE, "VEHICLE": rf"(?:[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}]{_PLATE_BODY}|[A-Z0-9]{{2,4}}[ -]?[A-Z0-9]{{3,5}}|{_LABEL_NUM})"}
+_VALUE = {"SOCIAL": _LABEL_HANDLE, "VEHICLE": rf"(?:[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}]{_PLATE_BODY}|"
+                                          rf"[A-Z]{{2}}\d{{2}} ?[A-Z]{{3}}|[A-Z]{{2}} [A-Z0-9]{{5,8}}|[A-Z0-9]{{2,4}}[ -]?[A-Z0-9]{{3,5}}|{_LABEL_NUM})"}
 _SEP = (r"[ \t]*(?:[:：#=.]|(?i:no\.?|number|num|is|was|ID|acct|account|handle|username)[ \t]*[:：#.]?|号码|号[:：]?|编号|账号|"
-        r"[（(](?i:id|acct|account|handle|username|user|号|账号)?[ \t]*[:：#]?|[（(][^）)\n]{0,12}[）)][:：]?)?[ \t]*[:：#]?[ \t]*")
+        r"[（(](?i:id|acct|account|handle|username|user|号|账号)?[ \t]*[:：#]?|[（(][^）)\n]{0,12}[）)][:：]?)?[ \t]*[:：#]?[ \t]*[（(]?[ \t]*")
 _NOT_VALUES = {"acct", "account", "and", "or", "group", "id", "handle", "user", "name", "number", "is", "was", "chat", "call",
                "video", "on", "with", "contact", "via", "the", "by", "for", "to", "from", "messages", "message", "voice", "app"}
 
@@ -312,7 +317,10 @@ def _label_regex(kind):
 
 _LABEL_RES = {kind: _label_regex(kind) for kind in LABELS}
 _LIST_VALUE = re.compile(rf"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-z]*\d)[A-Za-z0-9]+(?:[-./_][A-Za-z0-9]+)+)(?![\dA-Za-z])")
-_GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])[A-Z][A-Za-z&]{{1,5}}[ \t]?(?:No|Nr|Number|#|ID)\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
+_GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])(?P<word>[A-Za-z][A-Za-z&]{{1,9}})(?:\.?[ \t]|\.)(?i:No|Nr|Number|#|ID|Ref)(?![A-Za-z])\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
+_NOT_ID_WORDS = {"batch", "dose", "size", "step", "page", "grade", "stage", "level", "type", "version", "model", "item", "question",
+                 "line", "vial", "tube", "box", "cycle", "week", "day", "table", "figure", "fig", "ward", "theatre", "room", "floor",
+                 "gauge", "catheter", "drain", "lead", "channel", "run", "round", "session", "course", "dosage", "unit", "units"}
 
 def _labelled(text):
     "(start, end, kind) of every value after an identifier label."
@@ -326,11 +334,11 @@ def _labelled(text):
             e = m.end("value")
             while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
                 yield (*n.span("value"), kind); e = n.end("value")
-    for m in _GENERIC_LABEL.finditer(text):   # RVI No.: RVI/23/884016 - some local record number
-        if re.search(r"\d", m.group("value")): yield (*m.span("value"), "MRN")
+    for m in _GENERIC_LABEL.finditer(text):   # RVI No.: RVI/23/884016, clinic no. CF-M-10442: some local record number
+        if re.search(r"\d", m.group("value")) and m.group("word").lower() not in _NOT_ID_WORDS: yield (*m.span("value"), "MRN")
 
 _BED = re.compile(r"(?<![\d.])(?P<num>\d{1,3}[A-Za-z]?)(?=[ \t]*(?:床|号床))|(?i:(?<![A-Za-z])(?:bed|bay|room|rm)(?:[ \t]+(?:no\.?|number))?)[ \t]*[:#]?[ \t]*"
-                  r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?)(?![\dA-Za-z])")
+                  r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?|[A-Z]\d{1,2}-\d{1,3})(?![\dA-Za-z])")
 _GS1 = re.compile(r"(?:\(\d{2,4}\)[A-Za-z0-9\-]{2,}){2,}")   # a UDI in GS1 form: (01)00889024435512(17)270331(10)LT8834021
 _CN_PLATE = re.compile(rf"(?<![A-Za-z0-9])[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}](?=[A-HJ-NP-Z])(?=[^\n]{{1,8}}\d){_PLATE_BODY}(?![A-Za-z0-9])")
 _ID15 = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![\dA-Za-z])")   # first-generation resident id
@@ -354,7 +362,7 @@ def _urls(text):
         yield s, e
 
 _AGE = re.compile(r"(?<![\d.])(?P<n>(?:9\d|1[0-2]\d))(?=[ \t]*(?:周岁|岁|歲|yo\b|y/o|y\.o\.|yrs?\b|years?\b|-year|-yr|[ -]?(?:M|F)\b))"
-                  r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}[(（](?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?[)）]"
+                  r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}?\d{2,4}[)）]?[,，;]?[ \t]*[(（]?(?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?(?![\d.])"
                   r"|(?<=[a-z], )(?P<c>9\d|1[0-2]\d)(?=[,;)])"
                   r"|(?i:(?<![A-Za-z])(?:aged?|age:|年龄[:：]?|享年))[ \t]*(?P<m>(?:9\d|1[0-2]\d))(?![\d.])")
 
@@ -435,7 +443,7 @@ _EN_ADDRESS = re.compile(
     rf"(?<![\dA-Za-z])(?:{_UNIT},? )?\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,5}}[A-Za-z]?)?,? (?:[NSEW]\.? )?"
     rf"(?:(?:(?:{_AW}|\d+(?:st|nd|rd|th)) ){{1,3}}{_ST}\.?(?![a-z])(?:,? {_UNIT})?{_TOWNS}(?:,? (?:{_STATE_ZIP}|{_POSTCODE}))?"
     rf"|{_AW}(?: {_AW})?(?:,? {_UNIT})?{_TOWNS},? (?:{_STATE_ZIP}|{_POSTCODE}))(?![A-Za-z0-9])"
-    rf"|(?:(?<=on )|(?<=at )|(?<=off )|(?<=in ))(?:{_AW} ){{1,3}}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Close|Crescent|Terrace|Place|Square)\.?(?![a-z]){_TOWNS}")
+    rf"|(?:(?<=on )|(?<=at )|(?<=off )|(?<=in )|(?<=\n)|^)(?:{_AW} ){{1,3}}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Close|Crescent|Terrace|Place|Square)\.?(?![a-z]){_TOWNS}")
 
 _HOSP_SUFFIX = ("中西医结合医院", "人民医院", "中医医院", "中医院", "妇幼保健院", "妇幼保健医院", "医院", "卫生院",
                 "社区卫生服务中心", "卫生服务中心", "卫生服务站", "医学中心", "医疗中心", "诊所", "门诊部", "保健院",
@@ -451,7 +459,7 @@ _GENERIC_HOSP = ("当地", "上级", "外", "我", "本", "该", "其他", "他"
                  "小", "正规", "就近", "相关", "上一级", "下级", "县", "市", "省", "区", "外地", "异地", "宠物", "精神病",
                  "肿瘤", "儿童", "中", "医", "院", "此", "其", "同", "原", "首诊", "申请", "接收", "转出", "转入", "就诊", "定点",
                  "上转", "下转", "目标", "对口", "协作", "合作", "签约", "收治", "当地透析", "社区")
-_HOSP_WORD = r"(?:St\.?|Saint|[A-Z][a-z]+(?:['’]s|s['’])?|[A-Z]{2,})"
+_HOSP_WORD = r"(?:St\.?|Saint|[A-Z][a-z]+(?:-[A-Z][a-z]+)*(?:['’]s|s['’])?|[A-Z]{2,})"
 _EN_HOSPITAL = re.compile(
     rf"(?<![A-Za-z]){_HOSP_WORD}(?: (?:of|and|&|for|on|the|de|la) (?:the )?{_HOSP_WORD}| {_HOSP_WORD}){{0,6}}"
     r" (?:Hospital|Medical Cent(?:er|re)|Health Cent(?:er|re)|Health Care Cent(?:er|re)|Healthcare|Infirmary|Clinic|"
@@ -459,7 +467,9 @@ _EN_HOSPITAL = re.compile(
     r"Medical Practice|Family Practice|Group Practice|Family Medicine|Care Home|Nursing Home|Residential Home|Rest Home|"
     r"Behaviou?ral Health|Health Service|Health Services|Rehabilitation (?:Unit|Cent(?:er|re)|Hospital)|Urgent Care|"
     r"Primary Care|Health Partners|Medical Associates|Physicians|Community Health|Health Clinic|Eye Institute|"
-    r"Cancer Institute|Heart Institute|Children's|Maternity|Dialysis Unit|Renal Unit)"
+    r"Cancer Institute|Heart Institute|Children's|Maternity|Dialysis Unit|Renal Unit|Nursing (?:&|and) Rehab(?:ilitation)?|Rehab|"
+    r"Pediatrics|Paediatrics|Orthopedics|Orthopaedics|Dermatology|Women's Health|Occupational Health|Fertility|Eye Care|"
+    r"Dental Care|Dentistry|Chiropractic|Physiotherapy|Imaging|Diagnostics|Assisted Living|Senior Living|Care Centre|Care Center)"
     r"(?: of (?:the )?University(?: of [A-Z][a-z]+)?| for (?:Sick )?Children| for Women)?(?: [–-] [A-Z][a-z]+)?(?![a-z])"
     r"|(?<![A-Za-z])(?:Hospital|Infirmary|Clinic) (?:for|of) (?:the )?(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+")
 _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General", "Medical", "Health", "Healthcare", "Care",
@@ -474,7 +484,9 @@ _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General",
                     "Rehabilitation", "Unit", "Partners", "Associates", "Physicians", "Institute", "Maternity", "Group",
                     "Minor", "Injuries", "Major", "Trauma", "Day", "Walk", "Out", "In", "Plastic", "Cosmetic", "Weight",
                     "Loss", "Hand", "Knee", "Hip", "Back", "Joint", "Bone", "Skin", "Hair", "Nail", "Vein", "Baby", "Fertility",
-                    "Family", "General", "Dental", "Special", "Surgical", "Orthopaedic", "Orthopedic", "Vascular", "Inpatient"}
+                    "Family", "General", "Dental", "Special", "Surgical", "Pediatrics", "Paediatrics", "Orthopedics", "Orthopaedics",
+                    "Dermatology", "Occupational", "Fertility", "Dentistry", "Chiropractic", "Physiotherapy", "Imaging",
+                    "Diagnostics", "Assisted", "Living", "Senior", "Rehab", "Women's", "Eye", "Orthopaedic", "Orthopedic", "Vascular", "Inpatient"}
 _EN_HOSP_LEAD = {"The", "A", "An", "At", "In", "To", "From", "Admitted", "Discharged", "Transferred", "Referred", "Seen",
                  "Our", "Your", "This", "Local", "Nearest", "Previous", "Outside", "Another", "Emergency", "Presented",
                  "Attended", "Follow", "Followed", "Visit", "Returned", "Re"}
@@ -535,7 +547,7 @@ Chandler Carson Conway Davis Elgin Fargo Foster Garner Hayward Henderson Hudson 
 Parker Perry Porter Rogers Russell Shelton Spencer Stockton Turner Wayne Wheeling Whitney""".split())
 _US_STATES = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR "
               "PA RI SC SD TN TX UT VT VA WA WV WI WY DC ON QC BC AB MB SK NS NB NL PE NSW VIC QLD WA SA TAS ACT NT").split()
-_EN_PLACE_BEFORE = re.compile(r"(?i:(?<![A-Za-z])(?:in|from|at|near|to|of|outside|lives in|living in|resident of|resides in|born in|"
+_EN_PLACE_BEFORE = re.compile(r"(?i:(?<![A-Za-z])(?:in|from|at|near|to|of|outside|lives|lives in|living in|resident of|resides in|born in|"
                               r"moved to|moved from|relocated to|visiting|visited|travelled to|traveled to|trip to|returned from|"
                               r"based in|flew to|flew from|holiday in|vacation in|city|town|suburb|hometown)[ \t]+(?:the )?)$")
 
@@ -566,9 +578,10 @@ def _en_gazetteer(text):
             j = next((j for j in range(len(words), i, -1) if " ".join(words[i:j]).rstrip(".") in places), None)
             if j is None: i += 1; continue
             s = starts[i]; e = starts[j - 1] + len(words[j - 1].rstrip("."))
-            if (_EN_PLACE_BEFORE.search(text[max(0, s - 30):s]) or text[:s].endswith(_ZH_PLACE_BEFORE)
-                    or _PLACE_AFTER.match(text, e)):
-                yield s, e
+            after = _PLACE_AFTER.match(text, e)
+            if after or _EN_PLACE_BEFORE.search(text[max(0, s - 30):s]) or text[:s].endswith(_ZH_PLACE_BEFORE):
+                st = re.match(rf",? (?:{'|'.join(_US_STATES)})(?![A-Za-z])(?: \d{{5}}(?:-\d{{4}})?)?", text[e:])   # Arcadia, CA
+                yield s, e + (st.end() if st else 0)
             i = j
 
 _ZH_ADDRESS_LABEL = re.compile(r"(?:家庭住址|现住址|通讯地址|联系地址|工作地址|单位地址|户籍地址|户口所在地|居住地|户籍地|住址|地址|家住|现住|籍贯|出生地)"
@@ -629,12 +642,12 @@ _EN_ORG_CONTEXT = re.compile(
     r"(?i:(?<![A-Za-z])(?:works (?:at|for)|worked (?:at|for)|working (?:at|for)|employed (?:by|at|with)|employer[:]?|employee of|"
     r"job at|retired from|student at|studies at|studying at|pupil at|attends|teacher at|lecturer at|nurse at|engineer at|"
     r"manager at|driver for|contractor for|school[:]|workplace[:]?|company[:]|occupation[:][^,.\n]{1,30} (?:at|for)|"
-    r"insurer|insurance[:]|insured (?:by|with)|rep from|at work \(|(?:work(?:s|ed|ing)?|job|shifts?|hours|employ(?:ed|ee)|"
-    r"student|studies|studying|as an? [a-z]+(?: [a-z]+)?)[^.\n;]{0,30}? (?:at|for|with|by|from)))[ \t]+(?:the )?"
+    r"insurer|insurance[:]|insured (?:by|with)|rep from|(?:work(?:s|ed|ing)?|job|shifts?|hours|employ(?:ed|ee)|"
+    r"student|studies|studying|as an? [a-z]+(?: [a-z]+)?)[^.\n;]{0,30}? (?:at|for|with|by|from))[ \t]+|at work[ \t]*\()(?:the )?"
     rf"(?P<v>[{_UP}][{_L}&'’.-]*(?: (?:(?:of|and|&|the|for) )?[{_UP}][{_L}&'’.-]*){{0,5}})")
 
-_ORG_TRAILING = {"ID", "Member", "Policy", "No", "No.", "Number", "Plan", "Card", "Medicare", "Medicaid", "NHS", "Group", "FL", "TX",
-                 "CA", "NY", "KS", "WA", "Subscriber", "Account", "Ref", "#"}
+_ORG_TRAILING = {"ID", "Member", "Policy", "No", "No.", "Number", "Plan", "Card", "Medicare", "Medicaid", "NHS", "Group",
+                 "Subscriber", "Account", "Ref", "#"}
 
 def _en_orgs(text):
     for m in _EN_ORG.finditer(text):
@@ -645,7 +658,9 @@ def _en_orgs(text):
         yield s, e
     for m in _EN_ORG_CONTEXT.finditer(text):
         s, e = m.span("v"); words = m.group("v").split(" ")
-        while words and words[-1] in _ORG_TRAILING: e -= len(words.pop()) + 1
+        cut = next((i for i, w in enumerate(words) if w in _ORG_TRAILING or len(w) == 1), None)   # Aetna ID W2847..., not "ID W"
+        if cut is not None:
+            e = s + len(" ".join(words[:cut])); words = words[:cut]
         if words and not all(w in _NOT_NAME_WORDS | _EN_ORG_GENERIC | _ORG_TRAILING for w in words): yield s, e
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c017
@@ -736,6 +751,7 @@ def _en_hospitals(text):
         s, e = m.span(); words = m.group().split(" ")
         while len(words) > 2 and words[0] in _EN_HOSP_LEAD:
             s += len(words[0]) + 1; words = words[1:]
+        if words[0] in ("Hospital", "Infirmary", "Clinic") and len(words) > 2 and words[1] in ("for", "of"): yield s, e; continue
         if all(w in _EN_HOSP_GENERIC for w in words): continue   # "Outpatient Clinic", "University Hospital"
         yield s, e
 
@@ -743,7 +759,7 @@ def _digits(s): return sum(c.isdigit() for c in s)
 
 _ANY_LIST_NEXT = re.compile(f"[ \t]*[、/／][ \t]*(?P<name>{_FULL}|[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)")   # 李娜/古丽娜尔
 _ZH_LIST_NEXT = re.compile(f"[ \t]*[、，,和及与/][ \t]*(?:{_TITLES})?[ \t]*(?P<name>{_S}{_G}{{1,2}}){_END}")
-_EN_LIST_NEXT = re.compile(rf"(?:,? and |, | & | and |/| or )(?:(?:Dr|Mr|Mrs|Ms|Prof|Sister|Nurse)\.? )?(?P<name>{_ONE_OR_FULL})(?![{_L}])")
+_EN_LIST_NEXT = re.compile(rf"(?: \([^()\n]{{1,20}}\))?(?:,? and |, | & | and |/| or )(?:(?:Dr|Mr|Mrs|Ms|Prof|Sister|Nurse)\.? )?(?P<name>{_ONE_OR_FULL})(?![{_L}])")
 
 def _list_names(text, spans):
     "Names that continue a list after a found name: 术者：赵立新、孙悦; seen by Dr Okafor and Dr Mehta."
@@ -804,11 +820,15 @@ def _context_phones(text):
     for m in _PHONE_CTX.finditer(text):
         if 7 <= _digits(m.group("num")) <= 15: yield m.span("num")
 
+_WEEKDAY = re.compile(r"(?<![A-Za-z])(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun)(?:day|sday|nesday|rsday|urday)?\.?,?[ \t]+$|(?:星期|周|礼拜)[一二三四五六日天][ \t]*$")
+
 def _dates(text):
     for rx in _DATE_RES:
         for m in rx.finditer(text):
-            g = next((k for k in ("dm", "dm2") if k in rx.groupindex and m.group(k)), None)
-            yield m.span(g) if g else m.span()
+            g = next((k for k in ("dm", "dm2", "dm3") if k in rx.groupindex and m.group(k)), None)
+            s, e = m.span(g) if g else m.span()
+            w = _WEEKDAY.search(text, max(0, s - 12), s)   # "Mon 4 Mar 2024", "Saturday, March 2, 2024"
+            yield (w.start() if w else s), e
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c018
 def _candidates(text):
@@ -822,6 +842,7 @@ def _candidates(text):
     c += [(*m.span("num"), "MRN", 0) for m in _MRN_RE.finditer(text) if re.search(r"\d", m.group("num"))]
     c += [(*(m.span("num") if m.group("num") else m.span("en")), "MRN", 0) for m in _BED.finditer(text)]
     c += [(*m.span(), "VEHICLE", 0) for m in _CN_PLATE.finditer(text)]
+    c += [(*m.span(), "DEVICE", 0) for m in _GS1.finditer(text)]
     c += [(*m.span(), "SOCIAL", 1) for m in _HANDLE.finditer(text)]
     c += [(s, e, k, 0) for s, e, k in _presidio_hits(text)]
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
