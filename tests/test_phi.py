@@ -10,7 +10,7 @@ import pytest
 from medwb.core.settings import MedwbError
 from medwb.privacy.identifiers import resident_id_check_digit
 from medwb.privacy.phi import TYPES, Entity, evaluate, find_phi, pseudonym, scrub, scrub_column, valid_resident_id
-from medwb.privacy.notes import synthetic_notes
+from medwb.privacy.notes import GENERATED_TYPES, synthetic_notes
 
 # seeds never used while the detector was developed (the notebook uses seed 0)
 FRESH = {"zh": 7301, "en": 8402, "mixed": 9503}
@@ -35,9 +35,11 @@ def test_recall_and_precision_on_fresh_seed(results, lang):
     assert (enough.recall >= 0.90).all(), table
 
 
-def test_every_type_is_measured(results):
+def test_every_generated_type_is_measured(results):
+    "The generator writes 9 of the 17 kinds; all but AGE (ages above 89, rare by design) often enough to measure."
     mixed = results["mixed"]
-    assert (mixed.loc[list(TYPES), "n_true"] >= 30).all(), mixed
+    assert (mixed.loc[[t for t in GENERATED_TYPES if t != "AGE"], "n_true"] >= 30).all(), mixed
+    assert set(GENERATED_TYPES) <= set(TYPES)
 
 
 def test_recall_test_can_fail():
@@ -67,7 +69,11 @@ def test_one_digit_changed_is_invalid():
     for i in range(17):
         changed = rid[:i] + str((int(rid[i]) + 1) % 10) + rid[i + 1:]
         assert not valid_resident_id(changed), changed
-        assert not any(e.type == "ID" for e in find_phi(f"身份证号：{changed}。")), changed
+        # a typo does not make it less identifying: after a label it is an ID whatever the check digit says,
+        # and on its own it is a possible ID (removed in strict mode, flagged otherwise)
+        assert [(e.type, e.text, e.certain) for e in find_phi(f"身份证号：{changed}。")] == [("ID", changed, True)], changed
+        assert [(e.type, e.certain) for e in find_phi(f"备注 {changed} 见前")] == [("ID", False)], changed
+        assert find_phi(f"备注 {changed} 见前", strict=False) == [], changed
     assert not valid_resident_id("110105194912310021")   # right body, wrong check digit
 
 
@@ -82,13 +88,18 @@ def test_check_digit_rejects_bad_body():
     "血糖 7.8 mmol/L，糖化血红蛋白 7.2%，血压 130/80 mmHg，白细胞计数 12.5×10^9/L。",
     "阿莫西林 500 mg 每日3次，二甲双胍 0.5 g bid，胰岛素 12 U 皮下注射，王氏保赤丸 60粒。",
     "患者高血压病史10年，黄疸3天，唐氏综合征筛查低风险，李斯特菌培养阴性，何杰金淋巴瘤化疗后，金黄色葡萄球菌肺炎。",
-    "标本条码 123456789012345678，术后第3天，3号床，2019年行阑尾切除术，患者于今日出院，余无特殊。",
+    "术后第3天，2019年行阑尾切除术，患者于今日出院，余无特殊，肌力 4/5，GCS 15/15。",
     "Glucose 7.8 mmol/L, HbA1c 7.2%, metformin 500 mg twice daily, BP 130/80 mmHg, fever for 3 days.",
     "History of Parkinson's disease, Hodgkin lymphoma, Down syndrome and Crohn's disease; born in 1958.",
 ])
 def test_hard_negatives_not_scrubbed(text):
     assert find_phi(text) == []
     assert scrub(text).text == text
+
+
+def test_labelled_numbers_are_identifiers():
+    "What the old rules left as a hard negative is an identifier once a label names it: a specimen barcode, a bed."
+    assert [(e.type, e.text) for e in find_phi("标本条码 123456789012345678，3号床。")] == [("MRN", "123456789012345678"), ("MRN", "3")]
 
 
 def test_hard_negatives_in_generated_notes_are_left_alone():

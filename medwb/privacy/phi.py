@@ -125,7 +125,7 @@ _ZH_CONTEXT_NAME = re.compile(f"(?P<ctx>{'|'.join(_ctx)})[ \t]*[:：]?[ \t]*(?:(
 _ZH_LABEL_COLON = ("姓名", "患者姓名", "病人姓名", "患者", "医师", "医生", "翻译", "签名", "记录者", "记录人", "护士", "主治", "主治医师",
                    "经治医师", "术者", "助手", "一助", "二助", "麻醉师", "联系人", "家属", "代述人", "服务对象", "监护人", "父", "母",
                    "父亲", "母亲", "丈夫", "妻子", "配偶", "审核", "报告医生", "检查者", "接诊医生", "随访人", "接听人", "申请医生")
-_ZH_COLON_NAME = re.compile(f"(?:^|(?<=[\s，,。；;（(]))(?:{'|'.join(sorted(_ZH_LABEL_COLON, key=len, reverse=True))})[ \t]*[:：][ \t]*"
+_ZH_COLON_NAME = re.compile(f"(?:^|(?<=[\\s，,。；;（(]))(?:{'|'.join(sorted(_ZH_LABEL_COLON, key=len, reverse=True))})[ \t]*[:：][ \t]*"
                             f"(?:(?:{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)", re.M)
 _ZH_TITLED_NAME = re.compile(f"(?P<name>{_S}{_G}{{0,2}})(?=(?:{_TITLES}))")
 _ZH_LINE_NAME = re.compile(f"(?:^|(?<=[\\n。；;： \t]))(?P<name>{_S}{_G}{{1,2}})(?=[ \t]*[，,（( \t][ \t]*[男女]|[ \t]+\\d{{1,3}}岁)", re.M)
@@ -168,7 +168,7 @@ _EN_CONTEXT_NAME = re.compile(
     r"practitioner|keyworker|key worker|HCA|ANP|CNS|SHO|FY1|FY2|ST\d|Nurse Practitioner|occupational therapist|"
     r"physiotherapist|dietitian|chaplain|surname|forename|first name|last name|family name|given name|full name|"
     r"maiden name|alias|known as|aka|prefers to be called|preferred name)"
-    rf"[ \t]*[:：,(-]?[ \t]*(?:(?P<name>{_FULL}|{_CAPS_FULL})(?![{_L}])|(?P<zh>{_S}{_G}{{1,2}}){_END})")
+    rf"(?![{_L}])[ \t]*[:：,(-]?[ \t]*(?:(?P<name>{_FULL}|{_CAPS_FULL})(?![{_L}])|(?P<zh>{_S}{_G}{{1,2}}){_END})")
 # kinship and role words before a first name on its own: "daughter Niamh", "husband Pieter at bedside"
 _EN_KIN_FIRST = re.compile(
     rf"(?<![{_L}])(?i:daughter|son|wife|husband|partner|spouse|brother|sister|mother|father|mum|mom|dad|girlfriend|boyfriend|"
@@ -320,7 +320,9 @@ _LIST_VALUE = re.compile(rf"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-
 _GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])(?P<word>[A-Za-z][A-Za-z&]{{1,9}})(?:\.?[ \t]|\.)(?i:No|Nr|Number|#|ID|Ref)(?![A-Za-z])\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
 _NOT_ID_WORDS = {"batch", "dose", "size", "step", "page", "grade", "stage", "level", "type", "version", "model", "item", "question",
                  "line", "vial", "tube", "box", "cycle", "week", "day", "table", "figure", "fig", "ward", "theatre", "room", "floor",
-                 "gauge", "catheter", "drain", "lead", "channel", "run", "round", "session", "course", "dosage", "unit", "units"}
+                 "gauge", "catheter", "drain", "lead", "channel", "run", "round", "session", "course", "dosage", "unit", "units",
+                 "contact", "phone", "tel", "telephone", "mobile", "cell", "fax", "pager", "home", "work", "office", "emergency",
+                 "direct", "landline", "callback", "ext", "extension", "daytime", "evening"}   # numbers after these are phones
 
 def _labelled(text):
     "(start, end, kind) of every value after an identifier label."
@@ -334,15 +336,17 @@ def _labelled(text):
             e = m.end("value")
             while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
                 yield (*n.span("value"), kind); e = n.end("value")
-    for m in _GENERIC_LABEL.finditer(text):   # RVI No.: RVI/23/884016, clinic no. CF-M-10442: some local record number
-        if re.search(r"\d", m.group("value")) and m.group("word").lower() not in _NOT_ID_WORDS: yield (*m.span("value"), "MRN")
+def _generic_labelled(text):
+    "(start, end) of a value after any 'XYZ No.' label: RVI No.: RVI/23/884016, clinic no. CF-M-10442 (a local record number)."
+    for m in _GENERIC_LABEL.finditer(text):
+        if re.search(r"\d", m.group("value")) and m.group("word").lower() not in _NOT_ID_WORDS: yield m.span("value")
 
 _BED = re.compile(r"(?<![\d.])(?P<num>\d{1,3}[A-Za-z]?)(?=[ \t]*(?:床|号床))|(?i:(?<![A-Za-z])(?:bed|bay|room|rm)(?:[ \t]+(?:no\.?|number))?)[ \t]*[:#]?[ \t]*"
                   r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?|[A-Z]\d{1,2}-\d{1,3})(?![\dA-Za-z])")
 _GS1 = re.compile(r"(?:\(\d{2,4}\)[A-Za-z0-9\-]{2,}){2,}")   # a UDI in GS1 form: (01)00889024435512(17)270331(10)LT8834021
 _CN_PLATE = re.compile(rf"(?<![A-Za-z0-9])[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}](?=[A-HJ-NP-Z])(?=[^\n]{{1,8}}\d){_PLATE_BODY}(?![A-Za-z0-9])")
 _ID15 = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![\dA-Za-z])")   # first-generation resident id
-_ID18_ANY = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_ID18_ANY = re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])")   # id-shaped, whatever its date and check digit
 _LONG_NUMBER = re.compile(r"(?<![\dA-Za-z.,/-])(?=[A-Za-z-]*\d)(?:[A-Za-z]{1,4}-?)?\d{7,}(?:-\d+)*(?![\dA-Za-z.,/]|\.\d)")
 _URL = re.compile(r"(?i)(?<![\w@.])(?:https?://|www\.)[^\s<>\"'，。；、（）]+|(?<![\w@./-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\."
                   r"(?:com|cn|org|net|edu|gov|io|info|me|uk|au|ca|ie|nz|health|care|hk|tw)(?:\.(?:cn|uk|au|hk|tw|nz))?/[^\s<>\"'，。；、（）]*")
@@ -362,7 +366,8 @@ def _urls(text):
         yield s, e
 
 _AGE = re.compile(r"(?<![\d.])(?P<n>(?:9\d|1[0-2]\d))(?=[ \t]*(?:周岁|岁|歲|yo\b|y/o|y\.o\.|yrs?\b|years?\b|-year|-yr|[ -]?(?:M|F)\b))"
-                  r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}?\d{2,4}[)）]?[,，;]?[ \t]*[(（]?(?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?(?![\d.])"
+                  r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}?(?<!\d)(?:\d{4}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2})(?:[)）]?[,，;][ \t]*|[ \t]*[(（])"
+                  r"(?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?(?![\d.])"
                   r"|(?<=[a-z], )(?P<c>9\d|1[0-2]\d)(?=[,;)])"
                   r"|(?i:(?<![A-Za-z])(?:aged?|age:|年龄[:：]?|享年))[ \t]*(?P<m>(?:9\d|1[0-2]\d))(?![\d.])")
 
@@ -596,6 +601,9 @@ def _labelled_addresses(text):
     for rx in (_ZH_ADDRESS_LABEL, _EN_ADDRESS_LABEL):
         for m in rx.finditer(text):
             s, e = m.span("v")
+            if rx is _EN_ADDRESS_LABEL:   # an English address is capitalised words, numbers and commas: it ends at a lowercase word
+                low = re.search(r"[ \t](?!(?:the|de|la|du|van|von|of|upon|on|le|der|den)[ \t])[a-z]", text[s:e])
+                if low: e = s + low.start()
             while e > s and text[e - 1] in " \t,.": e -= 1
             if e - s >= 2 and not re.fullmatch(r"[\d.:]+", text[s:e]): yield s, e   # not "IP地址：10.0.0.1"
     for m in _ZH_POSTCODE.finditer(text): yield m.span("v")
@@ -642,7 +650,7 @@ _EN_ORG_CONTEXT = re.compile(
     r"(?i:(?<![A-Za-z])(?:works (?:at|for)|worked (?:at|for)|working (?:at|for)|employed (?:by|at|with)|employer[:]?|employee of|"
     r"job at|retired from|student at|studies at|studying at|pupil at|attends|teacher at|lecturer at|nurse at|engineer at|"
     r"manager at|driver for|contractor for|school[:]|workplace[:]?|company[:]|occupation[:][^,.\n]{1,30} (?:at|for)|"
-    r"insurer|insurance[:]|insured (?:by|with)|rep from|(?:work(?:s|ed|ing)?|job|shifts?|hours|employ(?:ed|ee)|"
+    r"insurer|insurance[:]|insured (?:by|with)|rep from|(?:cut|reduce|reduced|extra|more|fewer) hours at|(?:work(?:s|ed|ing)?|job|employ(?:ed|ee)|"
     r"student|studies|studying|as an? [a-z]+(?: [a-z]+)?)[^.\n;]{0,30}? (?:at|for|with|by|from))[ \t]+|at work[ \t]*\()(?:the )?"
     rf"(?P<v>[{_UP}][{_L}&'’.-]*(?: (?:(?:of|and|&|the|for) )?[{_UP}][{_L}&'’.-]*){{0,5}})")
 
@@ -651,7 +659,8 @@ _ORG_TRAILING = {"ID", "Member", "Policy", "No", "No.", "Number", "Plan", "Card"
 
 def _en_orgs(text):
     for m in _EN_ORG.finditer(text):
-        s, e = m.span(); words = m.group().split(" ")
+        if re.search(r"Hospital|Medical Cent|Clinic|Infirmary|Health", m.group()): continue   # the hospital rule has it
+        s, e = m.span(); words = m.group().rstrip().split(" "); e = s + len(m.group().rstrip())
         while len(words) > 1 and words[0] in _EN_HOSP_LEAD | {"And", "At", "For", "Of"}:
             s += len(words[0]) + 1; words = words[1:]
         if all(w in _EN_ORG_GENERIC | _EN_HOSP_GENERIC or w.lower() in ("of", "and", "&", "the", "for") for w in words): continue
@@ -834,7 +843,8 @@ def _dates(text):
 def _candidates(text):
     "Every (start, end, type, tier) a rule proposes; tier 0 = labelled, validated or a specific pattern, 1 = context fallback, 2 = possible."
     c = []
-    c += [(s, e, k, 0) for s, e, k in _labelled(text)]
+    c += [(s, e, k, -1) for s, e, k in _labelled(text)]          # the label decides, also the kind
+    c += [(s, e, "MRN", 1) for s, e in _generic_labelled(text)]
     c += [(m.start(), m.end(), "EMAIL", 0) for m in _EMAIL_RE.finditer(text)]
     c += [(s, e, "URL", 0) for s, e in _urls(text)]
     c += [(s, e, "IP", 0) for s, e in _ips(text)]
@@ -847,7 +857,7 @@ def _candidates(text):
     c += [(s, e, k, 0) for s, e, k in _presidio_hits(text)]
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
     c += [(s, e, "PHONE", 0) for s, e in _libphone(text)]
-    c += [(s, e, "PHONE", 1) for s, e in _context_phones(text)]
+    c += [(s, e, "PHONE", -1) for s, e in _context_phones(text)]   # after 电话/Tel/Phone: labelled
     c += [(s, e, "AGE", 0) for s, e in _ages(text)]
     c += [(s, e, "HOSPITAL", 0) for f in (_zh_hospitals, _en_hospitals) for s, e in f(text)]
     c += [(s, e, "ORG", 0) for f in (_zh_orgs, _en_orgs) for s, e in f(text)]
@@ -886,7 +896,7 @@ def _resolve(cands):
     for s, e, t, tier in sorted(set(cands), key=lambda c: (c[3], -(c[1] - c[0]), _PRIORITY[c[2]], c[0])):
         i = bisect.bisect_left(starts, s)
         if e <= s or (i > 0 and ends[i - 1] > s) or (i < len(starts) and starts[i] < e): continue
-        starts.insert(i, s); ends.insert(i, e); out.append((s, e, t, tier < 2))
+        starts.insert(i, s); ends.insert(i, e); out.append((s, e, t, tier < 2))   # tiers: -1 labelled, 0 pattern, 1 context, 2 possible
     return sorted(out)
 
 def find_phi(text: str | None,   # a clinical note (Chinese, English or both); None gives []
