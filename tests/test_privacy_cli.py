@@ -153,3 +153,37 @@ def test_deid_scrub_and_pseudonymise_commands(tmp_path, key_file):
     out = pd.read_csv(tmp_path / "pseudo.csv", dtype=str)
     assert out["name"].str.startswith("P-").all() and "13800138000" not in (tmp_path / "pseudo.csv").read_text()
     assert key_file.read_text() not in r.stdout + r.stderr + (tmp_path / "keys" / "map.json").read_text()
+
+
+def test_text_and_key_commands_need_no_settings(tmp_path):
+    "`scrub` (file or stdin) and `keys pseudonym-key` work in an empty folder; bad input is refused and writes nothing."
+    import subprocess
+    from conftest import MEDWB
+    env = {k: v for k, v in os.environ.items() if k != "MEDWB_SETTINGS"}
+    run = lambda *a, input=None: subprocess.run([MEDWB, *a], cwd=tmp_path, env=env, capture_output=True, input=input, timeout=300)
+    note = "姓名：赵立新，身份证 430102199003071236。术者：赵立新、孙悦。Lucía Fernández-García works at Boeing in Seattle.\n"
+    (tmp_path / "note.txt").write_text(note, encoding="utf-8")
+    secrets = ("赵立新", "孙悦", "430102199003071236", "Lucía", "Fernández-García", "Boeing", "Seattle")
+    for r in (run("scrub", "note.txt"), run("scrub", "-", input=note.encode("utf-8"))):
+        out = r.stdout.decode("utf-8")
+        assert r.returncode == 0, r.stderr.decode()
+        assert not any(s in out for s in secrets), out
+        assert out.startswith("姓名：[PERSON]，身份证 [ID]") and "PHI span(s) replaced" in r.stderr.decode()
+    r = run("keys", "pseudonym-key", "k.key")
+    assert r.returncode == 0 and stat.S_IMODE((tmp_path / "k.key").stat().st_mode) == 0o600, r.stderr.decode()
+    assert run("keys", "pseudonym-key", "k.key").returncode == 2                     # never over an existing key
+    r = run("scrub", "note.txt", "--mode", "pseudonym", "--key-file", "k.key", "--out", "pseudo.txt")
+    assert r.returncode == 0 and "[PERSON-" in (tmp_path / "pseudo.txt").read_text(encoding="utf-8")
+    (tmp_path / "bin.dat").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    (tmp_path / "mixed.txt").write_bytes("患者".encode("utf-8") + "王小明电话".encode("gbk"))
+    for args, msg in ((("bin.dat",), "looks binary"), (("mixed.txt",), "mixes encodings"), (("note.txt", "--keep", "NAME"), "unknown PHI type"),
+                      (("note.txt", "--max-bytes", "10"), "over the limit"), (("missing.txt",), "does not exist")):
+        r = run("scrub", *args, "--out", "clean.txt")
+        assert r.returncode == 2 and msg in r.stderr.decode(), (args, r.stderr.decode())
+        assert not (tmp_path / "clean.txt").exists()                                  # nothing partial where a clean file was expected
+    (tmp_path / "bar.txt").write_text("标本 123456789012345678 已送检", encoding="utf-8")
+    r = run("scrub", "bar.txt", "--lenient")
+    assert "123456789012345678" in r.stdout.decode() and "possible identifier left in place" in r.stderr.decode()
+    assert "[ID]" in run("scrub", "bar.txt").stdout.decode()                          # strict by default
+    r = run("run")
+    assert r.returncode == 2 and "no settings.ini" in r.stderr.decode()               # commands that need settings still say so

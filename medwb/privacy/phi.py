@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
@@ -21,8 +21,9 @@ from ..core.settings import MedwbError
 from .identifiers import valid_resident_id
 
 # %% auto #0
-__all__ = ['TYPES', 'KINDS', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'LABELS', 'PROVINCES', 'MODES', 'Entity', 'find_phi',
-           'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'scrub_column', 'evaluate']
+__all__ = ['TYPES', 'KINDS', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'LABELS', 'PROVINCES', 'MODES', 'MAX_NOTE_BYTES',
+           'Entity', 'find_phi', 'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'decode_note',
+           'scrub_file', 'scrub_column', 'evaluate']
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c005
 TYPES = ("PERSON", "AGE", "DATE", "PHONE", "EMAIL", "URL", "IP", "SOCIAL", "ADDRESS", "HOSPITAL", "ORG",
@@ -139,7 +140,9 @@ _LATIN = [chr(i) for i in [*range(0x41, 0x250), *range(0x1E00, 0x1F00)]]
 _UP = "".join(c for c in _LATIN if c.isupper())
 _LO = "".join(c for c in _LATIN if c.islower())
 _L = _UP + _LO
-_TITLE_WORDS = "Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear|Sr|Jr|Mme|Mlle|Herr|Frau|Sra|Sr"
+_TITLE_WORDS = ("Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear|Sr|Jr|Mme|Mlle|Herr|Frau|Sra|Sr|Daughter|Son|Wife|Husband|"
+                "Mother|Father|Mum|Mom|Dad|Brother|Partner|Patient|Pt|Caller|Grandson|Granddaughter|Niece|Nephew|Aunt|Uncle|"
+                "Friend|Neighbour|Neighbor|Carer|Interpreter|Officer|Pastor|Seen|Called|Spoke|Discussed|Reviewed|Signed")
 _NAME_TOKEN = (rf"(?!(?:{_TITLE_WORDS})(?![{_L}]))(?:Mc|Mac|O['’]|D['’]|Di|De|Da|La|Le|Fitz|Van)?[{_UP}][{_LO}]+(?:['’-](?:Mc|Mac|O['’]|D['’])?[{_UP}]?[{_LO}]+)*")
 _PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|la|le|dos|das|do|ter|ten|bin|binti|ibn|ap|af|zu|y)"
 _SURNAME = rf"(?:(?:{_PARTICLE} ){{1,2}}{_NAME_TOKEN}|(?:al|el)-{_NAME_TOKEN}|{_NAME_TOKEN})"
@@ -179,7 +182,9 @@ _EN_KIN_FIRST = re.compile(
 _EN_TRAILING_NAME = re.compile(
     rf"(?<![{_L}])(?P<name>{_FULL})(?=,? (?:is |was )?(?:a |an )?\d{{1,3}}[- ](?:year|yr|month)s?[- ]old|"
     r"[ \t]*\((?:DOB|MRN|born|d\.o\.b)| (?:reports|reported|states|stated|denies|denied|complains|complained|describes|"
-    r"presents|presented|attended|returns|returned|admits|agrees|agreed|declines|declined|consented|was seen|is seen) |,? (?:DOB|born|aged) |"
+    r"presents|presented|attended|returns|returned|admits|agrees|agreed|declines|declined|consented|was seen|is seen|"
+    r"works|worked|lives|lived|said|says|called|phoned|rang|arrived|came|went|was admitted|is a|was a|has been|had been|"
+    r"attends|attended|visited|brought|accompanied|signed|wrote|writes|asked|wants|wanted|understands|understood) |,? (?:DOB|born|aged) |"
     r",? (?:MD|M\.D\.|RN|RGN|RMN|DO|PhD|MBBS|MBChB|FRCP|FRCS|FRCR|FRACP|FRCPC|MRCGP|NP|PA-C|MRCP|CNS|ANP|PharmD|DPT|LCSW|MSW|BSc|MSc|"
     r"Consultant|Specialist|Staff Nurse|Charge Nurse|Ward Sister|Matron|Physiotherapist|Dietitian|Social Worker|Pharmacist|"
     r"Registrar|Psychologist|Midwife|Health Visitor|(?:[A-Z][a-z]+ ){1,2}(?:Nurse|Specialist|Therapist|Consultant|Practitioner|Coordinator|Manager|Physician|Surgeon))(?![A-Za-z]))")
@@ -1009,6 +1014,45 @@ def scrub(text: str | None,           # a clinical note; None gives Scrubbed(Non
         out.append(new); n += len(new); pos = e.end
     out.append(text[pos:])
     return Scrubbed("".join(out), reps, flagged)
+
+# %% ../../nbs/03_privacy/06_phi.ipynb #c105
+MAX_NOTE_BYTES = 20_000_000
+
+def decode_note(raw: bytes,                 # the bytes of a note file or of standard input
+                source: str = "<input>",    # named in errors
+                max_bytes: int = MAX_NOTE_BYTES,
+                ) -> tuple[str, str]:
+    "(text, encoding) of note bytes: UTF-8, or GB18030 when not UTF-8 at all; binary, mixed-encoding and oversized input refused."
+    if not isinstance(raw, (bytes, bytearray)): raise MedwbError(f"{source}: expected bytes, got {type(raw).__name__}")
+    if len(raw) > max_bytes:
+        raise MedwbError(f"{source} is {len(raw):,} bytes, over the limit of {max_bytes:,}; split it or raise the limit (--max-bytes)")
+    if b"\x00" in raw or sum(b < 32 and b not in (9, 10, 13, 12) for b in raw[:4096]) > 8:
+        raise MedwbError(f"{source} looks binary (NUL or control bytes), not clinical text")
+    try: return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as e:
+        first_bad = e.start
+    lenient = raw.decode("utf-8", errors="replace")
+    good, bad = sum(ord(c) > 127 and c != "\ufffd" for c in lenient), lenient.count("\ufffd")
+    if good >= 2 and good >= 0.2 * (good + bad):   # real UTF-8 characters beside bytes that are not (GBK bytes rarely form UTF-8)
+        raise MedwbError(f"{source} mixes encodings: valid UTF-8 text and bytes that are not UTF-8 (first at byte {first_bad}); "
+                         "convert the whole file to UTF-8 first")
+    try: return raw.decode("gb18030"), "gb18030"
+    except UnicodeDecodeError:
+        raise MedwbError(f"{source} is neither UTF-8 nor GB18030 text (undecodable byte at {first_bad})") from None
+
+def scrub_file(src: Path | str,        # a note file
+               dst: Path | str,        # where the scrubbed text goes (written aside, then renamed)
+               max_bytes: int = MAX_NOTE_BYTES,
+               **kw) -> Scrubbed:      # scrub's options: mode, key, types, keep, shift_days, strict
+    "Scrub one text file into another, atomically; the input is never overwritten."
+    from medwb.core.io import atomic_write_text
+    src, dst = Path(src), Path(dst)
+    if not src.is_file(): raise MedwbError(f"{src} does not exist")
+    if dst.exists() and dst.resolve() == src.resolve(): raise MedwbError(f"{dst} is the input: write the scrubbed text elsewhere")
+    text, _ = decode_note(src.read_bytes(), str(src), max_bytes)
+    out = scrub(text, **kw)
+    atomic_write_text(dst, out.text)
+    return out
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c027
 def scrub_column(series: pd.Series,          # free text, one note per row; missing values stay missing

@@ -89,7 +89,7 @@ class KeyStore:
         text = os.environ.get(var)
         if text is None:
             raise MedwbError(f"environment variable {var} is not set; set it to a key of {2 * MIN_KEY_BYTES} hex digits "
-                             "or pass a key file made by medwb.privacy.pseudonyms.generate_key_file")
+                             "or pass a key file made by `medwb keys pseudonym-key PATH`")
         return cls(_decode_key(text, f"environment variable {var}"), f"env:{var}")
 
     @classmethod
@@ -97,7 +97,7 @@ class KeyStore:
                   data_dirs: Iterable = ()) -> KeyStore: # further folders the key may not be in
         "The key in a key file that is private to its owner and not inside a data folder."
         path = Path(path)
-        if not path.is_file(): raise MedwbError(f"key file {path} does not exist (create one with generate_key_file)")
+        if not path.is_file(): raise MedwbError(f"key file {path} does not exist (create one with: medwb keys pseudonym-key PATH)")
         _refuse_beside_data(path, data_dirs)
         mode = path.stat().st_mode
         if os.name == "posix" and mode & 0o077:

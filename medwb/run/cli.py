@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..core.store import MANIFEST, read_json, verify_manifest
-from ..core.settings import MedwbError, load_settings
+from ..core.settings import MedwbError, SettingsError, load_settings
 from ..core.store import find_version, list_versions
 from ..core.format import headline_text
 
@@ -55,14 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("src"); d.add_argument("dst")
     d.add_argument("--option", action="append", default=[], help="PS3.15 option, e.g. retain_longitudinal_modified_dates (repeatable)")
     d.add_argument("--key-file", help="secret for UID and date mapping (default: $MEDWB_PSEUDONYM_KEY)")
-    sc = sub.add_parser("scrub", help="replace PHI in a clinical text file (Chinese and English)")
-    sc.add_argument("file"); sc.add_argument("--out", help="write here (default: standard output)")
+    sc = sub.add_parser("scrub", help="replace PHI in a clinical text file or standard input (Chinese and English)")
+    sc.add_argument("file", help="text file, or - for standard input")
+    sc.add_argument("--out", help="write here, aside then renamed (default: standard output)")
+    sc.add_argument("--mode", default="placeholder", help="placeholder ([PERSON]) or pseudonym (keyed [PERSON-<hmac>])")
+    sc.add_argument("--key-file", help="pseudonym key for --mode pseudonym (default: $MEDWB_PSEUDONYM_KEY; make one: medwb keys pseudonym-key PATH)")
+    sc.add_argument("--keep", help="comma-separated kinds left as written, e.g. HOSPITAL,ORG")
+    sc.add_argument("--shift-days", type=int, help="keep dates but move them by this many days")
+    sc.add_argument("--lenient", action="store_true", help="leave possible identifiers (unlabelled id-shaped numbers) in place and list them")
+    sc.add_argument("--max-bytes", type=int, help="refuse larger input (default 20 MB)")
     ps = sub.add_parser("pseudonymise", help="replace identifier columns of a CSV by keyed pseudonyms")
     ps.add_argument("csv"); ps.add_argument("out"); ps.add_argument("--columns", required=True, help="comma-separated")
     ps.add_argument("--mapping", required=True, help="encrypted mapping table to write or extend")
     ps.add_argument("--key-file", help="pseudonym key file (default: $MEDWB_PSEUDONYM_KEY)")
-    k = sub.add_parser("keys", help="key-encryption keys: init, rotate, retire ID, rewrap FILE..., status FILE...")
-    k.add_argument("action", choices=["init", "rotate", "retire", "rewrap", "status"]); k.add_argument("args", nargs="*")
+    k = sub.add_parser("keys", help="key-encryption keys: init, rotate, retire ID, rewrap FILE..., status FILE...; pseudonym-key PATH")
+    k.add_argument("action", choices=["init", "rotate", "retire", "rewrap", "status", "pseudonym-key"]); k.add_argument("args", nargs="*")
     k.add_argument("--kek-dir", help="key folder (default: settings.ini kek_dir)")
     return p
 
@@ -146,7 +153,7 @@ def cmd_reproduce(a, settings) -> int:
     return 1
 def _key(path: str | None, settings):
     from medwb.privacy.pseudonyms import KeyStore
-    return KeyStore.load(path, data_dirs=[settings.data_dir])
+    return KeyStore.load(path, data_dirs=[settings.data_dir] if settings else [])
 
 def cmd_withdraw(a, settings) -> int:
     from medwb.privacy.consent import ConsentRegistry
@@ -178,17 +185,27 @@ def cmd_deid(a, settings) -> int:
     return 0
 
 def cmd_scrub(a, settings) -> int:
-    from medwb.privacy.phi import scrub
-    path = Path(a.file)
-    if not path.is_file(): raise MedwbError(f"{path} does not exist")
-    try: text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError: text = path.read_bytes().decode("gb18030")
-    out = scrub(text)
-    if a.out:
-        from medwb.core.io import atomic_write_text
-        atomic_write_text(a.out, out.text)
-    else: print(out.text)
-    print(f"{len(out.replacements)} PHI span(s) replaced", file=sys.stderr)
+    from collections import Counter
+    from medwb.core.io import atomic_write_text
+    from medwb.privacy.phi import MAX_NOTE_BYTES, decode_note, scrub
+    limit = a.max_bytes or MAX_NOTE_BYTES
+    if a.file == "-": raw, source = sys.stdin.buffer.read(limit + 1), "standard input"
+    else:
+        path = Path(a.file)
+        if not path.is_file(): raise MedwbError(f"{path} does not exist")
+        if a.out and Path(a.out).exists() and Path(a.out).resolve() == path.resolve(): raise MedwbError(f"{a.out} is the input: write the scrubbed text elsewhere")
+        raw, source = path.read_bytes(), str(path)
+    text, encoding = decode_note(raw, source, limit)
+    key = _key(a.key_file, settings)._key if a.mode == "pseudonym" else None
+    keep = [k.strip().upper() for k in a.keep.split(",") if k.strip()] if a.keep else None
+    out = scrub(text, mode=a.mode, key=key, keep=keep, shift_days=a.shift_days, strict=not a.lenient)
+    if a.out: atomic_write_text(a.out, out.text)
+    else: sys.stdout.write(out.text + ("" if out.text.endswith("\n") or not out.text else "\n"))
+    counts = Counter(r.type for r in out.replacements)
+    if not text: print(f"{source} is empty: nothing to scrub", file=sys.stderr)
+    print(f"{len(out.replacements)} PHI span(s) replaced" + (f" ({', '.join(f'{k} {v}' for k, v in counts.most_common())})" if counts else "")
+          + (f"; read as {encoding}" if encoding != "utf-8" else ""), file=sys.stderr)
+    for e in out.flagged: print(f"possible identifier left in place (--lenient): {e.type} at {e.start}-{e.end}", file=sys.stderr)
     return 0
 
 def cmd_pseudonymise(a, settings) -> int:
@@ -207,10 +224,18 @@ def cmd_pseudonymise(a, settings) -> int:
     return 0
 
 def cmd_keys(a, settings) -> int:
+    if a.action == "pseudonym-key":
+        from medwb.privacy.pseudonyms import generate_key_file
+        if len(a.args) != 1: raise MedwbError("keys pseudonym-key needs the path of the key file to create")
+        path = generate_key_file(a.args[0], data_dirs=[settings.data_dir] if settings else [])
+        print(f"new pseudonym key {path} (mode 0600): pass it as --key-file to medwb scrub, deid and pseudonymise, "
+              "and keep it apart from the data")
+        return 0
     from medwb.privacy.crypto import KekStore, encryption_status, rewrap
+    if settings is None and not a.kek_dir: raise MedwbError("no key folder: pass --kek-dir (no settings.ini was found)")
     folder = a.kek_dir or settings.kek_dir
     if not folder: raise MedwbError("no key folder: pass --kek-dir or set kek_dir in settings.ini")
-    store = KekStore(folder, data_dir=settings.data_dir, create=a.action == "init")
+    store = KekStore(folder, data_dir=settings.data_dir if settings else None, create=a.action == "init")
     if a.action == "rotate": print(f"new current key-encryption key: {store.rotate()}")
     elif a.action == "retire":
         if len(a.args) != 1: raise MedwbError("keys retire needs the id of the key to retire")
@@ -223,6 +248,8 @@ def cmd_keys(a, settings) -> int:
     return 0
 
 # %% ../../nbs/10_run/03_cli.ipynb #c005
+_NO_SETTINGS = ("scrub", "deid", "pseudonymise", "keys")
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `medwb` command."
     a = _parser().parse_args(argv)
@@ -231,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "run":
             over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
                         jobs=a.jobs, executor=("dask" if a.scheduler else a.executor), scheduler=a.scheduler)
-        settings = load_settings(a.settings, **over)
+        try: settings = load_settings(a.settings, **over)
+        except SettingsError:
+            # the text and key commands work in any folder: they need no settings.ini
+            if a.settings or a.cmd not in _NO_SETTINGS: raise
+            settings = None
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce,
                 "withdraw": cmd_withdraw, "deid": cmd_deid, "scrub": cmd_scrub, "pseudonymise": cmd_pseudonymise,
                 "keys": cmd_keys}[a.cmd](a, settings)
