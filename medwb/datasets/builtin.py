@@ -87,7 +87,8 @@ def load_dataset(name: str, settings=None) -> Dataset:
             if unknown: raise MedwbError(f"settings.ini [dataset.{name}] with a schema: unknown key(s) {sorted(unknown)} "
                                          "(id and patient columns come from the schema)")
             if not path.exists(): raise MedwbError(f"dataset {name!r}: file not found: {path}")
-            return load_clean_csv(name, path, schema, **spec)
+            from medwb.privacy.phi import free_text_scrubber
+            return load_clean_csv(name, path, schema, **spec, scrubber=free_text_scrubber)
         return load_csv_dataset(name, path, **spec)
     known = sorted([*DATASETS, *specs])
     raise MedwbError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")

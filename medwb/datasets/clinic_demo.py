@@ -39,7 +39,13 @@ def clinic_base(seed: int = 0) -> pd.DataFrame:
         "tc": d["s1"].map("{:g}".format), "ldl": d["s2"].map("{:g}".format), "hdl": d["s3"].map("{:g}".format),
         "tch": d["s4"].map("{:g}".format), "ltg": d["s5"].map("{:g}".format), "glucose": d["s6"].map("{:g}".format),
         "glucose_unit": "mg/dL", "smoking": rng.choice(["never", "former", "current"], n, p=[0.5, 0.3, 0.2]),
-        "progression": d["target"].map("{:g}".format)})
+        "progression": d["target"].map("{:g}".format), "triage_note": _triage_notes(n, seed)})
+
+def _triage_notes(n: int, seed: int) -> list[str]:
+    "A nurse's free-text note per admission, full of identifiers (synthetic, Chinese and English): the schema's free_text column."
+    from medwb.privacy.notes import synthetic_notes
+    notes = synthetic_notes(n, seed=seed + 11, lang="mixed")
+    return [" / ".join(line.strip() for line in text.splitlines()[1:4] if line.strip()) for text, _ in notes]
 
 # %% ../../nbs/08_datasets/01_clinic_demo.ipynb #c006
 KINDS = ("missing", "type", "range", "category", "category_spelling", "date_format", "unit", "unit_suspected",
@@ -196,7 +202,8 @@ def clinic(folder: Path | str | None = None) -> Dataset:
             "sites": "three synthetic sites (Site A, B, C)", "collected": "synthetic admission dates 2019–2022",
             "subgroups": "age, sex and site recorded", "consent_basis": "public de-identified research data; synthetic administrative columns",
             "reference_standard": "progression score as recorded by Efron et al. (2004)"}
-    ds = load_clean_csv("clinic", paths["messy"], paths["schema"], "progression", task="regression", card=card)
+    from medwb.privacy.phi import free_text_scrubber
+    ds = load_clean_csv("clinic", paths["messy"], paths["schema"], "progression", task="regression", card=card, scrubber=free_text_scrubber)
     res = ds.lifecycle["clean"]
     # clause 5.4.1.5: only records of patients who consented to model training reach the models
     from medwb.privacy.consent import ConsentRegistry

@@ -604,7 +604,9 @@ def _ratio_ci(num, den, n_boot, seed):
     if den.sum() == 0: return float("nan"), float("nan"), float("nan")
     est = num.sum() / den.sum()
     if len(num) < 2 or (den > 0).sum() < 2: return est, float("nan"), float("nan")
-    with np.errstate(invalid="ignore", divide="ignore"):
+    import warnings
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # a kind found in every resample is a degenerate distribution, and that is fine
         res = bootstrap((num, den), lambda a, b, axis=-1: a.sum(axis) / b.sum(axis), paired=True, vectorized=True,
                         n_resamples=n_boot, method="percentile", random_state=np.random.default_rng(seed))
     return est, float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -23,7 +23,7 @@ from .identifiers import valid_resident_id
 # %% auto #0
 __all__ = ['TYPES', 'KINDS', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'LABELS', 'PROVINCES', 'MODES', 'MAX_NOTE_BYTES',
            'Entity', 'find_phi', 'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'decode_note',
-           'scrub_file', 'scrub_column', 'evaluate']
+           'scrub_file', 'scrub_column', 'free_text_scrubber', 'evaluate']
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c005
 TYPES = ("PERSON", "AGE", "DATE", "PHONE", "EMAIL", "URL", "IP", "SOCIAL", "ADDRESS", "HOSPITAL", "ORG",
@@ -1078,6 +1078,10 @@ def scrub_column(series: pd.Series,          # free text, one note per row; miss
     scrubbed = pd.Series([out[k] for k in series.index], index=series.index, name=series.name, dtype=object)
     if not report: return scrubbed
     return scrubbed, pd.DataFrame(rows, columns=["row", "start", "end", "type", "replacement"])
+
+def free_text_scrubber(series: pd.Series) -> tuple[pd.Series, pd.DataFrame]:
+    "How datasets scrub a column of role free_text before QC: placeholders, strict, and the replacements (without the PHI)."
+    return scrub_column(series, report=True)
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c035
 def _overlap(a, b): return max(0, min(a.end, b.end) - max(a.start, b.start))

@@ -21,7 +21,7 @@ __all__ = ['TYPES', 'ROLES', 'CATEGORY', 'UNIT_TABLE', 'DATE_FORMATS', 'ISSUE_CO
 
 # %% ../../nbs/02_quality/01_checks.ipynb #c004
 TYPES = ("number", "integer", "string", "category", "date")
-ROLES = ("id", "patient", "target", "feature", "sensitive", "meta")
+ROLES = ("id", "patient", "target", "feature", "sensitive", "meta", "free_text")   # free_text: scrubbed of identifiers before QC
 CATEGORY = {  # check → QC category (the five dimensions of clause 5.1.2)
     "missing": "completeness",
     "type": "validity", "range": "validity", "category": "validity", "date_format": "validity",

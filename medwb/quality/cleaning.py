@@ -5,7 +5,7 @@
 # %% ../../nbs/02_quality/02_cleaning.ipynb #c002
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,8 @@ from ..core.hashing import sha256_file
 from .checks import QCResult, Schema, run_qc
 
 # %% auto #0
-__all__ = ['RULES', 'LOG_COLUMNS', 'CleanResult', 'clean', 'interpolate_series', 'load_clean_csv']
+__all__ = ['RULES', 'LOG_COLUMNS', 'CleanResult', 'free_text_columns', 'scrub_free_text', 'clean', 'interpolate_series',
+           'load_clean_csv']
 
 # %% ../../nbs/02_quality/02_cleaning.ipynb #c003
 RULES = {
@@ -48,6 +49,7 @@ class CleanResult:
     steps: pd.DataFrame          # step, rows_in, dropped, rows_out, rule
     before: QCResult
     after: QCResult | None
+    free_text: dict = field(default_factory=dict)   # {column: {identifier kind: spans removed}} for role free_text
 
     def log_summary(self) -> pd.DataFrame:
         "Changes per rule and column."
@@ -69,8 +71,31 @@ def _entries(issues: pd.DataFrame, rule: str, new="") -> pd.DataFrame:
                          "column": issues["column"].to_numpy(), "old": issues["value"].astype(str).to_numpy(),
                          "new": new if np.isscalar(new) else np.asarray(new, dtype=object), "rule": rule})
 
-def clean(raw: pd.DataFrame, schema: Schema, target: str | None = None, recheck: bool = True) -> CleanResult:
+def free_text_columns(schema: Schema, frame: pd.DataFrame | None = None) -> list[str]:
+    "The columns of role free_text (present in `frame`, when given)."
+    return [c for c, sp in schema.columns.items() if sp.role == "free_text" and (frame is None or c in frame.columns)]
+
+def scrub_free_text(raw: pd.DataFrame, schema: Schema,
+                    scrubber=None,   # Series -> (scrubbed Series, replacements with a `type` column), e.g. medwb.privacy.phi.free_text_scrubber
+                    ) -> tuple[pd.DataFrame, dict]:
+    "`raw` with every free-text column scrubbed of identifiers, and the spans removed per column and kind."
+    cols = free_text_columns(schema, raw)
+    if not cols or set(cols) <= set(raw.attrs.get("scrubbed_columns", ())): return raw, dict(raw.attrs.get("free_text_spans", {}))
+    if scrubber is None:
+        raise MedwbError(f"column(s) {', '.join(cols)} of schema {schema.name!r} have role free_text: they are scrubbed of identifiers "
+                         "before QC, models and reports see them, so pass scrubber= (medwb.privacy.phi.free_text_scrubber)")
+    out, counts = raw.copy(), {}
+    for c in cols:
+        out[c], rep = scrubber(out[c])
+        counts[c] = {str(k): int(v) for k, v in rep["type"].value_counts().sort_index().items()}
+    out.attrs["scrubbed_columns"], out.attrs["free_text_spans"] = tuple(cols), counts
+    return out, counts
+
+def clean(raw: pd.DataFrame, schema: Schema, target: str | None = None, recheck: bool = True,
+          scrubber=None,   # for columns of role free_text that are not scrubbed yet (see scrub_free_text)
+          ) -> CleanResult:
     "Apply the cleaning rules to `raw` (as read); return the cleaned frame, correction log and reconciliation."
+    raw, spans = scrub_free_text(raw, schema, scrubber)
     qc = run_qc(raw, schema)
     f, iss, log = qc.typed.copy(), qc.issues, []
     # 1. harmonisation: the typed frame already holds the canonical values; log them
@@ -127,7 +152,9 @@ def clean(raw: pd.DataFrame, schema: Schema, target: str | None = None, recheck:
     st = pd.DataFrame(steps)
     assert (st["rows_in"] - st["dropped"] == st["rows_out"]).all() and st["rows_out"].iloc[-1] == len(out)
     after = run_qc(out.reset_index(drop=True), schema) if recheck and len(out) else None
-    return CleanResult(out, logdf, st, qc, after)
+    res = CleanResult(out, logdf, st, qc, after)
+    res.free_text = spans
+    return res
 
 # %% ../../nbs/02_quality/02_cleaning.ipynb #c008
 def interpolate_series(frame: pd.DataFrame, patient: str, time: str, columns: list[str],
@@ -155,7 +182,8 @@ def interpolate_series(frame: pd.DataFrame, patient: str, time: str, columns: li
 # %% ../../nbs/02_quality/02_cleaning.ipynb #c011
 def load_clean_csv(name: str, path: Path | str, schema: Schema | Path | str, target: str,
                    task: str = "classification", positive: str | None = None,   # label of the positive class
-                   card: dict | None = None):
+                   card: dict | None = None,
+                   scrubber=None):   # scrubs columns of role free_text before QC (required when the schema has any)
     "Read, check and clean a CSV/Parquet file into a `Dataset` carrying its ingestion, QC and cleaning record."
     from medwb.data.dataset import Dataset
     from medwb.data.ingest import read_table
@@ -164,6 +192,7 @@ def load_clean_csv(name: str, path: Path | str, schema: Schema | Path | str, tar
     if target not in schema.columns: raise MedwbError(f"dataset {name!r}: target {target!r} is not declared in schema {schema.name!r}")
     raw, ingest = read_table(path)
     if len(raw) == 0: raise MedwbError(f"dataset {name!r}: {path} has no readable records ({len(ingest.dropped)} dropped)")
+    raw, _ = scrub_free_text(raw, schema, scrubber)   # before anything keeps the raw text: the report shows raw values
     res = clean(raw, schema, target=target)
     f = res.frame.reset_index(drop=True)
     if len(f) == 0: raise MedwbError(f"dataset {name!r}: no record of {path} survived cleaning (see its data report)")
@@ -176,7 +205,7 @@ def load_clean_csv(name: str, path: Path | str, schema: Schema | Path | str, tar
         if pos is None or not any(l in (pos, f"{pos}.0") for l in labels):
             raise MedwbError(f"dataset {name!r}: say which label of {target!r} is positive (positive = ...); labels: {labels}")
         f[target] = f[target].astype(str).isin([pos, f"{pos}.0"]).astype(int)
-    exclude = [c for c, sp in spec.items() if (sp.role == "meta" or sp.type == "date") and c not in (schema.id, schema.patient, target)]
+    exclude = [c for c, sp in spec.items() if (sp.role in ("meta", "free_text") or sp.type == "date") and c not in (schema.id, schema.patient, target)]
     base = {"title": name, "source": str(path.name), "raw_file": path.name, "raw_sha256": sha256_file(path),
             "schema": f"schemas/{schema.name}.yml", "schema_sha256": schema.hash,
             "column_roles": {c: sp.role for c, sp in spec.items() if sp.role not in ("feature", "target")},

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['QI_COLUMNS', 'quasi_identifiers', 'encryption_at_rest', 'privacy_section', 'imaging_privacy_section']
+__all__ = ['QI_COLUMNS', 'quasi_identifiers', 'encryption_at_rest', 'privacy_section', 'free_text_quality',
+           'imaging_privacy_section']
 
 # %% ../../nbs/09_reports/04_privacy.ipynb #c004
 QI_COLUMNS = {"age": "age band", "sex": "sex", "gender": "sex", "site": "site", "centre": "site", "center": "site"}
@@ -59,6 +60,12 @@ def privacy_section(ds, model=None,                 # the fitted pipeline of a m
                   f"{', '.join(ids) or 'none'} — record and patient ids of the source ({card.get('consent_basis', 'basis not recorded')}); "
                   "no names, contact details or national ids are present") +
                  (f". Sensitive columns: {', '.join(sensitive)}." if sensitive else ".")))
+    spans = getattr((ds.lifecycle or {}).get("clean"), "free_text", None) or {}
+    if spans:
+        facts["free_text"] = spans
+        rows.append(("free text", "scrubbed before QC", "; ".join(
+            f"{col}: {sum(k.values())} identifier spans replaced by placeholders ({', '.join(f'{t} {n}' for t, n in sorted(k.items(), key=lambda x: -x[1]))})"
+            for col, k in spans.items()) + " — see the free-text section for how well the scrubber finds them"))
     qi = quasi_identifiers(ds)
     if qi.shape[1]:
         k, sizes = k_anonymity(qi, list(qi.columns))
@@ -101,6 +108,33 @@ def privacy_section(ds, model=None,                 # the fitted pipeline of a m
             rows.append(("differential privacy", "none (ε = ∞)", "the model was not trained with differential privacy; "
                          "its outputs may reveal whether a record was in the training data"))
     return {"table": pd.DataFrame(rows, columns=["item", "status", "detail"]).set_index("item"), "facts": facts}
+
+# %% ../../nbs/09_reports/04_privacy.ipynb #c011
+def _cell(row) -> str:
+    if row is None or not row["n"]: return "—"
+    ci = "" if pd.isna(row["ci_low"]) else f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return f"{row['recall']:.3f}{ci} (n={int(row['n'])})"
+
+def free_text_quality(folder: Path | str | None = None,   # the hand-written sets (default: data/phi_notes of settings.ini)
+                      n_boot: int = 1000, seed: int = 0, n_generated: int = 200) -> dict:
+    "The scrubber's removal recall per kind on the blind hand-written notes (zh, en) and on generated notes, side by side."
+    from medwb.privacy.notes import deid_scores, note_set, synthetic_notes
+    from medwb.privacy.phi import TYPES
+    sets = {f"blind {lang}": note_set("blind", folder, lang=lang) for lang in ("zh", "en")}
+    sets["generated (mixed)"] = synthetic_notes(n_generated, seed=seed + 4242, lang="mixed")
+    scores = {name: deid_scores(notes, n_boot=n_boot, seed=seed) for name, notes in sets.items()}
+    kinds = [k for k in (*TYPES, "ALL") if any(k in s["recall"].index for s in scores.values())]
+    table = pd.DataFrame({name: [_cell(s["recall"].loc[k] if k in s["recall"].index else None) for k in kinds] for name, s in scores.items()},
+                         index=pd.Index(kinds, name="kind"))
+    prec = {name: s["precision"] for name, s in scores.items()}
+    table.loc["precision"] = [f"{p['precision']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] (n={p['n_pred']})" for p in prec.values()]
+    left = pd.concat([s["residuals"].assign(set=name) for name, s in scores.items() if name.startswith("blind")], ignore_index=True)
+    facts = {name: {"notes": s["notes"], "recall": round(float(s["recall"].loc["ALL", "recall"]), 4),
+                    "recall_ci": [round(float(s["recall"].loc["ALL", "ci_low"]), 4), round(float(s["recall"].loc["ALL", "ci_high"]), 4)],
+                    "precision": round(float(s["precision"]["precision"]), 4),
+                    "by_kind": {k: round(float(v), 4) for k, v in s["recall"]["recall"].items()},
+                    "residuals": {str(k): int(v) for k, v in s["residuals"].groupby("kind").size().items()}} for name, s in scores.items()}
+    return {"table": table, "residuals": left[["set", "kind", "note", "text", "coverage"]], "facts": facts}
 
 # %% ../../nbs/09_reports/04_privacy.ipynb #c200
 def imaging_privacy_section(ds, kek_dir: Path | str | None = None) -> dict:
