@@ -313,14 +313,15 @@ _SEP = (r"[ \t]*(?:[:：#=.]|(?i:no\.?|number|num|is|was|ID|acct|account|handle|
 _NOT_VALUES = {"acct", "account", "and", "or", "group", "id", "handle", "user", "name", "number", "is", "was", "chat", "call",
                "video", "on", "with", "contact", "via", "the", "by", "for", "to", "from", "messages", "message", "voice", "app"}
 
-def _label_regex(kind):
-    zh = [l for l in LABELS[kind] if not l.isascii()]
-    en = [re.escape(l).replace(r"\ ", r"[ \t]+") for l in LABELS[kind] if l.isascii()]
-    alts = sorted(zh, key=len, reverse=True) + sorted(en, key=len, reverse=True)
-    lab = "|".join(a if not a.isascii() else rf"(?<![A-Za-z]){a}(?![A-Za-z])" for a in alts)
-    return re.compile(rf"(?i:{lab}){_SEP}(?P<value>{_VALUE.get(kind, _LABEL_NUM)})(?![\dA-Za-z])")
+def _norm_label(s: str) -> str: return " ".join(s.lower().split())
 
-_LABEL_RES = {kind: _label_regex(kind) for kind in LABELS}
+# one scan finds every label (the longest at each place: 就诊卡号 is an MRN label, not 卡号), then the value pattern of
+# its kind is tried right after it; eight scans, one per kind, cost twice as much
+_LABEL_KIND = {_norm_label(l): kind for kind, labels in LABELS.items() for l in labels}
+_LABEL_FIND = re.compile("(?i:" + "|".join(
+    l if not l.isascii() else rf"(?<![A-Za-z]){re.escape(l).replace(chr(92) + ' ', '[ ' + chr(92) + 't]+')}(?![A-Za-z])"
+    for l in sorted((l for labels in LABELS.values() for l in labels), key=len, reverse=True)) + ")")
+_VALUE_RES = {kind: re.compile(rf"{_SEP}(?P<value>{_VALUE.get(kind, _LABEL_NUM)})(?![\dA-Za-z])") for kind in LABELS}
 _LIST_VALUE = re.compile(rf"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-z]*\d)[A-Za-z0-9]+(?:[-./_][A-Za-z0-9]+)+)(?![\dA-Za-z])")
 _GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])(?P<word>[A-Za-z][A-Za-z&]{{1,9}})(?:\.?[ \t]|\.)(?i:No|Nr|Number|#|ID|Ref)(?![A-Za-z])\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
 _NOT_ID_WORDS = {"batch", "dose", "size", "step", "page", "grade", "stage", "level", "type", "version", "model", "item", "question",
@@ -331,16 +332,19 @@ _NOT_ID_WORDS = {"batch", "dose", "size", "step", "page", "grade", "stage", "lev
 
 def _labelled(text):
     "(start, end, kind) of every value after an identifier label."
-    for kind, rx in _LABEL_RES.items():
-        for m in rx.finditer(text):
-            v = m.group("value")
-            if v.lower() in _NOT_VALUES: continue
-            if kind == "SOCIAL" and not (re.search(r"[\d_@#]", v) or not m.group().isascii()): continue   # "line cook" is no handle
-            if kind not in ("SOCIAL",) and not re.search(r"\d", v): continue
-            yield (*m.span("value"), kind)
-            e = m.end("value")
-            while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
-                yield (*n.span("value"), kind); e = n.end("value")
+    for lab in _LABEL_FIND.finditer(text):
+        kind = _LABEL_KIND[_norm_label(lab.group())]
+        m = _VALUE_RES[kind].match(text, lab.end())
+        if not m: continue
+        v = m.group("value")
+        if v.lower() in _NOT_VALUES: continue
+        if kind == "SOCIAL" and not (re.search(r"[\d_@#]", v) or not lab.group().isascii()): continue   # "line cook" is no handle
+        if kind != "SOCIAL" and not re.search(r"\d", v): continue
+        yield (*m.span("value"), kind)
+        e = m.end("value")
+        while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
+            yield (*n.span("value"), kind); e = n.end("value")
+
 def _generic_labelled(text):
     "(start, end) of a value after any 'XYZ No.' label: RVI No.: RVI/23/884016, clinic no. CF-M-10442 (a local record number)."
     for m in _GENERIC_LABEL.finditer(text):
@@ -392,6 +396,7 @@ _PRESIDIO = {"UsSsnRecognizer": "ID", "UkNinoRecognizer": "ID", "NhsRecognizer":
              "UsLicenseRecognizer": "LICENSE", "UkDrivingLicenceRecognizer": "LICENSE", "UkVehicleRegistrationRecognizer": "VEHICLE",
              "UkPostcodeRecognizer": "ADDRESS", "CaPostalCodeRecognizer": "ADDRESS", "MacAddressRecognizer": "DEVICE"}
 _PRESIDIO_ACCEPT = 0.5      # a match scoring this on its own (a valid checksum, a specific format) is taken as it is
+_PRESIDIO_SURE = 0.85       # a checksum-validated match (NHS, Luhn, NPI, DEA score 1.0) competes with medwb's own patterns; weaker ones are fallbacks
 _CONTEXT_WINDOW = 40        # characters before a weak match searched for the recognizer's context words
 
 @lru_cache(maxsize=1)
@@ -400,33 +405,41 @@ def _presidio():
     import logging
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     from presidio_analyzer import predefined_recognizers as pr
-    return [(getattr(pr, name)(), kind) for name, kind in _PRESIDIO.items() if hasattr(pr, name)]
+    out = []
+    for name, kind in _PRESIDIO.items():
+        if not hasattr(pr, name): continue
+        rec = getattr(pr, name)()
+        words = [re.escape(w.strip().lower()) for w in (rec.context or []) if w.strip()]
+        out.append((rec, kind, re.compile(rf"(?<![a-z])(?:{'|'.join(words)})") if words else None))
+    return out
 
 def _presidio_hits(text):
-    "(start, end, kind) of every format Presidio's pattern recognizers accept, on their own or with a context word before."
+    "(start, end, kind, tier) of every format Presidio's pattern recognizers accept, on their own or with a context word before."
     if not re.search(r"\d", text): return
     low = text.lower()
-    for rec, kind in _presidio():
+    for rec, kind, context in _presidio():
         for r in rec.analyze(text, rec.supported_entities, None):
             s, e = r.start, r.end
             cut = re.search(r"[^\x21-\x7e]", text[s:e]) if kind == "URL" else None   # a URL ends at a space or non-ASCII character
             if cut: e = s + cut.start()
             while e > s and text[e - 1] in ".,;:)]}": e -= 1
             before = low[max(0, s - _CONTEXT_WINDOW):s]
-            if r.score >= _PRESIDIO_ACCEPT or any(re.search(rf"(?<![a-z]){re.escape(w.strip().lower())}", before) for w in (rec.context or [])):
-                yield s, e, kind
+            if r.score >= _PRESIDIO_ACCEPT or (context is not None and context.search(before)):
+                yield s, e, kind, (0 if r.score >= _PRESIDIO_SURE else 1)
 
-_PHONE_REGIONS = ("CN", "US", "GB", "AU")   # +country numbers are found from any region; these four cover the local formats
+_PHONE_REGIONS = ("US", "GB", "AU")   # +country numbers are found from any region; Chinese formats have medwb's own rules
+
+_PHONE_CAND = re.compile(r"(?<![\w+])\+?\(?\d[\d ()./-]{5,18}\d(?![\w])(?:[ \t]*(?:x|ext\.?|extn)[ \t]*\d{1,5})?")
 
 def _libphone(text):
-    "Phone numbers that Google's libphonenumber (`phonenumbers`) finds valid for one of the regions medwb's notes come from."
+    "Phone-shaped runs of digits that Google's libphonenumber (`phonenumbers`) parses as a valid number of one of the regions."
     import phonenumbers
-    if _digits(text) < 7: return
-    seen = set()
-    for region in _PHONE_REGIONS:
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
-            if (m.start, m.end) not in seen and 7 <= _digits(m.raw_string) <= 15:
-                seen.add((m.start, m.end)); yield m.start, m.end
+    for m in _PHONE_CAND.finditer(text):
+        if not 7 <= _digits(m.group()) <= 15: continue
+        for region in _PHONE_REGIONS:
+            try: num = phonenumbers.parse(m.group(), region)
+            except phonenumbers.NumberParseException: continue
+            if phonenumbers.is_valid_number(num): yield m.span(); break
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c015
 PROVINCES = ("北京", "天津", "上海", "重庆", "河北", "山西", "辽宁", "吉林", "黑龙江", "江苏", "浙江", "安徽", "福建",
@@ -794,6 +807,8 @@ First From Given Good Have Here However Into Just Last Less Like Long Made Many 
 None Not Now Off Once Only Other Over Own Per Please Right Said Same Seen Should Since Some Still Such Than Then There They
 Though Through Today Told Under Until Upon Very Was Well Were What When Where Which While Will With Would Yes Yet Your""".split())
 
+_END_RX, _TITLE_TUPLE = re.compile(_END), tuple(_TITLES.split("|"))
+
 def _recurring(text, names):
     "Every occurrence of a found name and of its parts (surname, given name) anywhere in the note."
     zh_full, zh_parts, en_full, en_parts = set(), set(), set(), set()
@@ -814,11 +829,13 @@ def _recurring(text, names):
         if group:
             rx = re.compile("|".join(re.escape(x) for x in sorted(group, key=len, reverse=True)))
             out += [(m.start(), m.end(), tier) for m in rx.finditer(text)
-                    if group is zh_full or re.match(_END, text[m.end():]) or text.startswith(tuple(_TITLES.split("|")), m.end())]
-    for group in (en_full, en_parts):
-        if group:
-            rx = re.compile(rf"(?<![{_L}])(?:{'|'.join(re.escape(x) for x in sorted(group, key=len, reverse=True))})(?![{_L}])")
-            out += [(m.start(), m.end(), 1) for m in rx.finditer(text)]
+                    if group is zh_full or _END_RX.match(text, m.end()) or text.startswith(_TITLE_TUPLE, m.end())]
+    for word in sorted(en_full | en_parts, key=len, reverse=True):   # str.find, not a regex: a Unicode letter class costs a compile per note
+        i = text.find(word)
+        while i >= 0:
+            j = i + len(word)
+            if not (i > 0 and text[i - 1].isalpha()) and not (j < len(text) and text[j].isalpha()): out.append((i, j, 1))
+            i = text.find(word, j)
     return out
 
 def _phones(text):
@@ -859,9 +876,9 @@ def _candidates(text):
     c += [(*m.span(), "VEHICLE", 0) for m in _CN_PLATE.finditer(text)]
     c += [(*m.span(), "DEVICE", 0) for m in _GS1.finditer(text)]
     c += [(*m.span(), "SOCIAL", 1) for m in _HANDLE.finditer(text)]
-    c += [(s, e, k, 0) for s, e, k in _presidio_hits(text)]
+    c += list(_presidio_hits(text))
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
-    c += [(s, e, "PHONE", 0) for s, e in _libphone(text)]
+    c += [(s, e, "PHONE", 1) for s, e in _libphone(text)]   # a fallback: a date and an hour can parse as a number too
     c += [(s, e, "PHONE", -1) for s, e in _context_phones(text)]   # after 电话/Tel/Phone: labelled
     c += [(s, e, "AGE", 0) for s, e in _ages(text)]
     c += [(s, e, "HOSPITAL", 0) for f in (_zh_hospitals, _en_hospitals) for s, e in f(text)]
