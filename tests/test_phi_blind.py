@@ -17,7 +17,7 @@ from medwb.privacy.phi import find_phi, scrub
 
 NOTES = Path(__file__).resolve().parents[1] / "data" / "phi_notes"
 # measured on the blind set (see the issue note); floors leave room for a bootstrap-sized wobble, not for a regression
-FLOORS = {"zh": {"recall": 0.90, "precision": 0.95}, "en": {"recall": 0.85, "precision": 0.95}}
+FLOORS = {"zh": {"recall": 0.92, "precision": 0.95}, "en": {"recall": 0.91, "precision": 0.95}}   # measured 0.939 and 0.929
 
 
 @pytest.fixture(scope="module")
