@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -397,7 +397,7 @@ _LABEL_FIND = re.compile("(?i:" + "|".join(
     l if not l.isascii() else rf"(?<![A-Za-z]){re.escape(l).replace(chr(92) + ' ', '[ ' + chr(92) + 't]+')}(?![A-Za-z])"
     for l in sorted((l for labels in LABELS.values() for l in labels), key=len, reverse=True)) + ")")
 _VALUE_RES = {kind: re.compile(rf"{_SEP}(?P<value>{_VALUE.get(kind, _LABEL_NUM)})(?![\dA-Za-z])") for kind in LABELS}
-_LIST_VALUE = re.compile(rf"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-z]*\d)[A-Za-z0-9]+(?:[-./_][A-Za-z0-9]+)+)(?![\dA-Za-z])")
+_LIST_VALUE = re.compile(r"[ \t]*[、,，/;；&和及][ \t]*(?P<value>(?=[A-Za-z]*\d)[A-Za-z0-9]+(?:[-./_][A-Za-z0-9]+)+)(?![\dA-Za-z])")
 _GENERIC_LABEL = re.compile(rf"(?<![A-Za-z])(?P<word>[A-Za-z][A-Za-z&]{{1,9}})(?:\.?[ \t]|\.)(?i:No|Nr|Number|#|ID|Ref)(?![A-Za-z])\.?[ \t]*[:：#]?[ \t]*(?P<value>{_LABEL_NUM})(?![\dA-Za-z])")
 _NOT_ID_WORDS = {"batch", "dose", "size", "step", "page", "grade", "stage", "level", "type", "version", "model", "item", "question",
                  "line", "vial", "tube", "box", "cycle", "week", "day", "table", "figure", "fig", "ward", "theatre", "room", "floor",
@@ -936,7 +936,6 @@ def _list_names(text, spans):
         if re.search(f"(?:{_TITLES})$", name) or name in _ctx or name in _NOT_COLON_VALUES: continue   # 李娜/金主任: the titled rule has 金
         if g == "alias" and not re.match(f"[{_L}]", text[s]): continue   # Zhang Wei (张伟): only a Chinese name after a Latin one
         if m.re is _ZH_LATIN_ALIAS and not re.match(f"[{_CJK}]", text[s]): continue   # 马晓岚 (Ma Xiaolan), not Dr Keane (Gen Med)
-        sep = text[e:ns]
         if m.re is _EN_LIST_NEXT and re.fullmatch(r"(?: \([^()\n]{1,20}\))?, ", text[e:m.start("name")]) \
                 and name.split()[0] not in _first_names() and name.split()[0] not in _PINYIN_SURNAMES:
             continue   # "N. Feng, Paeds Endo": after a bare comma only a title or a known first name continues a list

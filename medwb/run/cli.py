@@ -209,7 +209,6 @@ def cmd_scrub(a, settings) -> int:
     return 0
 
 def cmd_pseudonymise(a, settings) -> int:
-    import pandas as pd
     from medwb.core.io import atomic_write_text
     from medwb.data.ingest import read_table
     from medwb.privacy.pseudonyms import MappingTable, pseudonymise_frame
