@@ -175,7 +175,7 @@ def test_text_and_key_commands_need_no_settings(tmp_path):
     r = run("scrub", "note.txt", "--mode", "pseudonym", "--key-file", "k.key", "--out", "pseudo.txt")
     assert r.returncode == 0 and "[PERSON-" in (tmp_path / "pseudo.txt").read_text(encoding="utf-8")
     (tmp_path / "bin.dat").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
-    (tmp_path / "mixed.txt").write_bytes("患者".encode("utf-8") + "王小明电话".encode("gbk"))
+    (tmp_path / "mixed.txt").write_bytes("患者姓名".encode("utf-8") + "王小明电话".encode("gbk"))
     for args, msg in ((("bin.dat",), "looks binary"), (("mixed.txt",), "mixes encodings"), (("note.txt", "--keep", "NAME"), "unknown PHI type"),
                       (("note.txt", "--max-bytes", "10"), "over the limit"), (("missing.txt",), "does not exist")):
         r = run("scrub", *args, "--out", "clean.txt")

@@ -21,8 +21,8 @@ from ..core.settings import MedwbError
 from .dicom import read_dicom
 
 # %% auto #0
-__all__ = ['CODE_SYSTEMS', 'FHIR_COLUMNS', 'HL7_COLUMNS', 'DICOM_COLUMNS', 'IngestLog', 'code_system', 'read_table',
-           'read_fhir_bundle', 'hl7_time', 'read_hl7_oru', 'read_dicom_headers', 'dicom_series_table']
+__all__ = ['CODE_SYSTEMS', 'FHIR_COLUMNS', 'HL7_COLUMNS', 'DICOM_COLUMNS', 'IngestLog', 'code_system', 'decode_text',
+           'read_table', 'read_fhir_bundle', 'hl7_time', 'read_hl7_oru', 'read_dicom_headers', 'dicom_series_table']
 
 # %% ../../nbs/01_data/03_ingest.ipynb #c005
 @dataclass
@@ -73,15 +73,32 @@ def code_system(system: str | None) -> str | None:
     return CODE_SYSTEMS.get(system.strip(), system.strip())
 
 # %% ../../nbs/01_data/03_ingest.ipynb #c011
-def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
-    "Text of `raw` and the encoding used: `encoding` if given, else UTF-8 (BOM stripped), else GB18030."
+def decode_text(raw: bytes,                   # the bytes of a text file or of standard input
+                source: str = "<input>",      # named in errors
+                encoding: str | None = None,  # None: UTF-8 (BOM stripped), else GB18030
+                max_bytes: int | None = None, # refuse larger input
+                ) -> tuple[str, str]:
+    "Text of `raw` and the encoding used; binary, mixed-encoding and oversized input refused with a message naming `source`."
+    if not isinstance(raw, (bytes, bytearray)): raise MedwbError(f"{source}: expected bytes, got {type(raw).__name__}")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise MedwbError(f"{source} is {len(raw):,} bytes, over the limit of {max_bytes:,}; split it or raise the limit")
+    if b"\x00" in raw or sum(b < 32 and b not in (9, 10, 12, 13) for b in raw[:4096]) > 8:
+        raise MedwbError(f"{source} looks binary (NUL or control bytes), not text")
     tries = [encoding] if encoding else ["utf-8", "gb18030"]
     for enc in tries:
         try: text = raw.decode(enc)
-        except (UnicodeDecodeError, LookupError): continue
+        except UnicodeDecodeError as e:
+            if enc == "utf-8" and not encoding:   # real UTF-8 characters beside bytes that are not: guessing would garble one part
+                # three CJK characters in a row that are valid UTF-8 are text, not chance: GBK bytes form a
+                # valid 3-byte UTF-8 character now and then, but almost never three in a row
+                if re.search("[\u4e00-\u9fff]{3}", raw.decode("utf-8", errors="replace")):
+                    raise MedwbError(f"{source} mixes encodings: valid UTF-8 text and bytes that are not UTF-8 "
+                                     f"(first at byte {e.start}); convert the whole file to UTF-8 first") from None
+            continue
+        except LookupError: continue
         if text.startswith("\ufeff"): return text[1:], f"{enc} (BOM)"
         return text, enc
-    raise MedwbError(f"{path} is not valid {' or '.join(tries)} text; pass encoding=... to read_table")
+    raise MedwbError(f"{source} is not valid {' or '.join(tries)} text; give its encoding (read_table(..., encoding=...))")
 
 def _sniff_sep(path: Path, text: str) -> str:
     "Tab for .tsv/.tab, else the most frequent of , ; tab | in the first non-blank line (comma if none)."
@@ -95,7 +112,7 @@ def _sniff_sep(path: Path, text: str) -> str:
 def _read_delimited(path: Path, sep: str | None, encoding: str | None) -> tuple[pd.DataFrame, IngestLog]:
     raw = path.read_bytes()
     if not raw.strip(): raise MedwbError(f"{path} is empty")
-    text, enc = _decode(path, raw, encoding)
+    text, enc = decode_text(raw, str(path), encoding)
     if not text.strip(): raise MedwbError(f"{path} is empty")
     sep = sep or _sniff_sep(path, text)
     log = IngestLog(str(path), details={"format": "delimited", "encoding": enc, "sep": sep})
@@ -378,7 +395,7 @@ def read_hl7_oru(path: Path | str,           # file of one or more HL7 v2 messag
     hl7 = _need("hl7", "read_hl7_oru")
     path = Path(path)
     if not path.is_file(): raise MedwbError(f"{path} does not exist")
-    text, enc = _decode(path, path.read_bytes(), encoding)
+    text, enc = decode_text(path.read_bytes(), str(path), encoding)
     log = IngestLog(str(path), details={"format": "HL7 v2", "encoding": enc})
     msgs = _split_messages(path, text, log)
     if not msgs: raise MedwbError(f"{path} holds no HL7 message (no MSH segment)")

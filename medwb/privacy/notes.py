@@ -20,7 +20,6 @@ __all__ = ['GENERATED_TYPES', 'NOTE_SETS', 'synthetic_notes', 'MarkedNote', 'par
            'note_set', 'deid_scores']
 
 # %% ../../nbs/03_privacy/07_notes.ipynb #c030
-GENERATED_TYPES = ("PERSON", "AGE", "ID", "PHONE", "DATE", "ADDRESS", "HOSPITAL", "MRN", "EMAIL")   # the kinds synthetic_notes writes
 # --- pools for the generator: broad character sets and word parts, composed at random (not the detector's lexicon)
 _GIVEN_CHARS = ("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂英华玉萍红娥玲芬燕彩春菊凤洁梅琳素云莲真环雪荣爱妹香月莺媛瑞凡"
                 "佳嘉琼勤珍贞莉娣叶璐娅琦晶妍茜秋珊莎锦黛青倩婷姣婉娴瑾颖露瑶怡婵雁蓓仪荷丹蓉眉君琴蕊薇菁梦岚苑婕馨瑗琰韵融园"
@@ -243,6 +242,7 @@ class _Gen:
 _PHI_SLOTS = {"BEDNO": "MRN", "BARCODE": "MRN", "PATIENT": "PERSON", "DOCTOR": "PERSON", "NURSE": "PERSON", "RELATIVE": "PERSON", "PSUR": "PERSON",
               "DSUR": "PERSON", "ID": "ID", "PHONE": "PHONE", "MOBILE": "PHONE", "DATE": "DATE", "ADDRESS": "ADDRESS",
               "HOSPITAL": "HOSPITAL", "MRN": "MRN", "EMAIL": "EMAIL"}
+GENERATED_TYPES = tuple(t for t in TYPES if t in {*_PHI_SLOTS.values(), "AGE"})   # the kinds synthetic_notes writes (AGE: ages over 89)
 _ZH_HEAD = {
     "admission": ["入院记录", "住院病历", "入院记录（首次）"], "discharge": ["出院小结", "出院记录"],
     "outpatient": ["门诊病历", "门诊记录", "复诊记录"], "referral": ["转诊单", "双向转诊单", "会诊/转诊申请单"]}

@@ -22,8 +22,8 @@ from .identifiers import valid_resident_id
 
 # %% auto #0
 __all__ = ['TYPES', 'KINDS', 'SURNAMES', 'COMPOUND_SURNAMES', 'NOT_NAMES', 'LABELS', 'PROVINCES', 'MODES', 'MAX_NOTE_BYTES',
-           'Entity', 'find_phi', 'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'decode_note',
-           'scrub_file', 'scrub_column', 'free_text_scrubber', 'evaluate']
+           'Entity', 'find_phi', 'Replacement', 'Scrubbed', 'shift_date', 'pseudonym', 'scrub', 'scrub_file',
+           'scrub_column', 'free_text_scrubber', 'evaluate']
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c005
 TYPES = ("PERSON", "AGE", "DATE", "PHONE", "EMAIL", "URL", "IP", "SOCIAL", "ADDRESS", "HOSPITAL", "ORG",
@@ -1177,38 +1177,17 @@ def scrub(text: str | None,           # a clinical note; None gives Scrubbed(Non
 # %% ../../nbs/03_privacy/06_phi.ipynb #c105
 MAX_NOTE_BYTES = 20_000_000
 
-def decode_note(raw: bytes,                 # the bytes of a note file or of standard input
-                source: str = "<input>",    # named in errors
-                max_bytes: int = MAX_NOTE_BYTES,
-                ) -> tuple[str, str]:
-    "(text, encoding) of note bytes: UTF-8, or GB18030 when not UTF-8 at all; binary, mixed-encoding and oversized input refused."
-    if not isinstance(raw, (bytes, bytearray)): raise MedwbError(f"{source}: expected bytes, got {type(raw).__name__}")
-    if len(raw) > max_bytes:
-        raise MedwbError(f"{source} is {len(raw):,} bytes, over the limit of {max_bytes:,}; split it or raise the limit (--max-bytes)")
-    if b"\x00" in raw or sum(b < 32 and b not in (9, 10, 13, 12) for b in raw[:4096]) > 8:
-        raise MedwbError(f"{source} looks binary (NUL or control bytes), not clinical text")
-    try: return raw.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError as e:
-        first_bad = e.start
-    lenient = raw.decode("utf-8", errors="replace")
-    good, bad = sum(ord(c) > 127 and c != "\ufffd" for c in lenient), lenient.count("\ufffd")
-    if good >= 2 and good >= 0.2 * (good + bad):   # real UTF-8 characters beside bytes that are not (GBK bytes rarely form UTF-8)
-        raise MedwbError(f"{source} mixes encodings: valid UTF-8 text and bytes that are not UTF-8 (first at byte {first_bad}); "
-                         "convert the whole file to UTF-8 first")
-    try: return raw.decode("gb18030"), "gb18030"
-    except UnicodeDecodeError:
-        raise MedwbError(f"{source} is neither UTF-8 nor GB18030 text (undecodable byte at {first_bad})") from None
-
 def scrub_file(src: Path | str,        # a note file
                dst: Path | str,        # where the scrubbed text goes (written aside, then renamed)
                max_bytes: int = MAX_NOTE_BYTES,
                **kw) -> Scrubbed:      # scrub's options: mode, key, types, keep, shift_days, strict
     "Scrub one text file into another, atomically; the input is never overwritten."
     from medwb.core.io import atomic_write_text
+    from medwb.data.ingest import decode_text
     src, dst = Path(src), Path(dst)
     if not src.is_file(): raise MedwbError(f"{src} does not exist")
     if dst.exists() and dst.resolve() == src.resolve(): raise MedwbError(f"{dst} is the input: write the scrubbed text elsewhere")
-    text, _ = decode_note(src.read_bytes(), str(src), max_bytes)
+    text, _ = decode_text(src.read_bytes(), str(src), max_bytes=max_bytes)
     out = scrub(text, **kw)
     atomic_write_text(dst, out.text)
     return out

@@ -187,7 +187,8 @@ def cmd_deid(a, settings) -> int:
 def cmd_scrub(a, settings) -> int:
     from collections import Counter
     from medwb.core.io import atomic_write_text
-    from medwb.privacy.phi import MAX_NOTE_BYTES, decode_note, scrub
+    from medwb.data.ingest import decode_text
+    from medwb.privacy.phi import MAX_NOTE_BYTES, scrub
     limit = a.max_bytes or MAX_NOTE_BYTES
     if a.file == "-": raw, source = sys.stdin.buffer.read(limit + 1), "standard input"
     else:
@@ -195,7 +196,7 @@ def cmd_scrub(a, settings) -> int:
         if not path.is_file(): raise MedwbError(f"{path} does not exist")
         if a.out and Path(a.out).exists() and Path(a.out).resolve() == path.resolve(): raise MedwbError(f"{a.out} is the input: write the scrubbed text elsewhere")
         raw, source = path.read_bytes(), str(path)
-    text, encoding = decode_note(raw, source, limit)
+    text, encoding = decode_text(raw, source, max_bytes=limit)
     key = _key(a.key_file, settings)._key if a.mode == "pseudonym" else None
     keep = [k.strip().upper() for k in a.keep.split(",") if k.strip()] if a.keep else None
     out = scrub(text, mode=a.mode, key=key, keep=keep, shift_days=a.shift_days, strict=not a.lenient)
@@ -204,7 +205,7 @@ def cmd_scrub(a, settings) -> int:
     counts = Counter(r.type for r in out.replacements)
     if not text: print(f"{source} is empty: nothing to scrub", file=sys.stderr)
     print(f"{len(out.replacements)} PHI span(s) replaced" + (f" ({', '.join(f'{k} {v}' for k, v in counts.most_common())})" if counts else "")
-          + (f"; read as {encoding}" if encoding != "utf-8" else ""), file=sys.stderr)
+          + (f"; read as {encoding}" if not encoding.startswith("utf-8") else ""), file=sys.stderr)
     for e in out.flagged: print(f"possible identifier left in place (--lenient): {e.type} at {e.start}-{e.end}", file=sys.stderr)
     return 0
 
