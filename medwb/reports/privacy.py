@@ -55,17 +55,17 @@ def privacy_section(ds, model=None,                 # the fitted pipeline of a m
     sensitive = [c for c, r in roles.items() if r == "sensitive"]
     pseud = ds.card.get("pseudonymisation")
     facts["identifiers"] = {"id_columns": ids, "sensitive_columns": sensitive, "pseudonymisation": pseud}
+    spans = getattr((ds.lifecycle or {}).get("clean"), "free_text", None) or {}   # identifier spans scrubbed from free-text columns
     rows.append(("identifiers", "pseudonymised" if pseud else "no direct identifiers" if not ids else "record ids only",
                  (f"{', '.join(ids)}: {pseud}" if pseud else
                   f"{', '.join(ids) or 'none'} — record and patient ids of the source ({card.get('consent_basis', 'basis not recorded')}); "
-                  "no names, contact details or national ids are present") +
+                  "no names, contact details or national ids are present" + (" outside the free-text columns, which were scrubbed" if spans else "")) +
                  (f". Sensitive columns: {', '.join(sensitive)}." if sensitive else ".")))
-    spans = getattr((ds.lifecycle or {}).get("clean"), "free_text", None) or {}
     if spans:
         facts["free_text"] = spans
         rows.append(("free text", "scrubbed before QC", "; ".join(
             f"{col}: {sum(k.values())} identifier spans replaced by placeholders ({', '.join(f'{t} {n}' for t, n in sorted(k.items(), key=lambda x: -x[1]))})"
-            for col, k in spans.items()) + " — see the free-text section for how well the scrubber finds them"))
+            for col, k in spans.items()) + " — the data report's free-text section says how well the scrubber finds them"))
     qi = quasi_identifiers(ds)
     if qi.shape[1]:
         k, sizes = k_anonymity(qi, list(qi.columns))
