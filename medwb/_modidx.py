@@ -44,6 +44,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                               'medwb/core/settings.py')},
             'medwb.core.store': { 'medwb.core.store._records_in_predictions': ( '00_core/store.html#_records_in_predictions',
                                                                                 'medwb/core/store.py'),
+                                  'medwb.core.store.compare_page': ('00_core/store.html#compare_page', 'medwb/core/store.py'),
                                   'medwb.core.store.file_hashes': ('00_core/store.html#file_hashes', 'medwb/core/store.py'),
                                   'medwb.core.store.find_version': ('00_core/store.html#find_version', 'medwb/core/store.py'),
                                   'medwb.core.store.latest_version': ('00_core/store.html#latest_version', 'medwb/core/store.py'),

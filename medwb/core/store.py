@@ -14,9 +14,9 @@ from .hashing import sha256_file
 from .io import read_json, write_json
 
 # %% auto #0
-__all__ = ['MANIFEST', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'STALE_FILE', 'file_hashes', 'write_manifest',
-           'verify_manifest', 'version_dir', 'list_versions', 'find_version', 'latest_version', 'mark_stale',
-           'stale_versions']
+__all__ = ['MANIFEST', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'COMPARE_DIR', 'STALE_FILE', 'file_hashes', 'write_manifest',
+           'verify_manifest', 'compare_page', 'version_dir', 'list_versions', 'find_version', 'latest_version',
+           'mark_stale', 'stale_versions']
 
 # %% ../../nbs/00_core/04_store.ipynb #c024
 MANIFEST = "manifest.json"
@@ -44,6 +44,11 @@ def verify_manifest(folder: Path | str) -> dict[str, list[str]]:
 
 # %% ../../nbs/00_core/04_store.ipynb #c028
 FAILED_DIR, STAGING_DIR, FAILED_JSON = "_failed", ".staging", "failed.json"
+COMPARE_DIR = "_compare"   # comparison pages of two versions (`medwb compare`), beside the versions, never inside one
+
+def compare_page(reports_dir: Path | str, new: str, old: str) -> Path:
+    "Where the comparison page of version `new` against version `old` is written."
+    return Path(reports_dir) / COMPARE_DIR / f"{new}-vs-{old}.html"
 
 def version_dir(reports_dir: Path | str, dataset: str, model: str, version_id: str) -> Path:
     "Where version `version_id` of `model` on `dataset` is published."
