@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 # %% auto #0
-__all__ = ['sha256_bytes', 'sha256_file', 'canonical_json', 'hash_json', 'installed_packages', 'environment_fingerprint',
-           'code_fingerprint', 'git_commit']
+__all__ = ['ISA_LEVELS', 'ISA_LIMITS', 'sha256_bytes', 'sha256_file', 'canonical_json', 'hash_json', 'unit_hash', 'hash_parts',
+           'installed_packages', 'environment_fingerprint', 'code_fingerprint', 'git_commit', 'cpu_isa_level',
+           'platform_record']
 
 # %% ../../nbs/00_core/02_hashing.ipynb #c017
 def sha256_bytes(b: bytes) -> str:
@@ -33,6 +34,25 @@ def canonical_json(obj: Any) -> str:
 def hash_json(obj: Any) -> str:
     "SHA-256 of `canonical_json(obj)`."
     return sha256_bytes(canonical_json(obj).encode())
+
+# %% ../../nbs/00_core/02_hashing.ipynb #c018b
+def unit_hash(keys, salt: str):
+    "A number in [0, 1) per key: HMAC-SHA256(salt, key), its first 8 bytes as a fraction of 2**64."
+    import hmac
+    import numpy as np
+    k = salt.encode()
+    return np.array([int.from_bytes(hmac.new(k, str(x).encode(), hashlib.sha256).digest()[:8], "big") / 2.0 ** 64
+                     for x in keys], dtype=float)
+
+def hash_parts(keys, fractions: dict[str, float], salt: str) -> dict:
+    "Positions of `keys` per part: a key goes to the first part whose cumulative fraction exceeds `unit_hash(key, salt)`."
+    import numpy as np
+    if not fractions or any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise ValueError(f"part fractions must be non-negative and sum to 1, got {fractions}")
+    edges = np.cumsum(list(fractions.values())); edges[-1] = 1.0
+    which = np.searchsorted(edges, unit_hash(keys, salt), side="right")
+    return {name: np.flatnonzero(which == i) for i, name in enumerate(fractions)}
+
 
 # %% ../../nbs/00_core/02_hashing.ipynb #c020
 def installed_packages() -> dict[str, str]:
@@ -69,3 +89,50 @@ def git_commit(path: Path | str = ".") -> str | None:
         dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return r.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return None
+
+# %% ../../nbs/00_core/02_hashing.ipynb #c023
+ISA_LEVELS = ("baseline", "sse4.2", "avx2", "avx512")
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")   # env caps on torch, oneDNN, MKL
+
+def cpu_isa_level() -> tuple[str, str]:
+    "(processor model, highest of ISA_LEVELS it supports), from /proc/cpuinfo where there is one; MEDWB_SIMULATE_ISA lowers the level."
+    import os, platform
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+        for line in info.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == "model name" and model in ("", platform.machine(), platform.processor()): model = v.strip()
+            elif k.strip() == "flags" and not flags: flags = set(v.split())
+    except OSError: pass
+    level = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse4.2" if "sse4_2" in flags else "baseline"
+    sim = os.environ.get("MEDWB_SIMULATE_ISA", "").strip().lower()
+    if sim in ISA_LEVELS and ISA_LEVELS.index(sim) < ISA_LEVELS.index(level): level = sim
+    return model, level
+
+def _torch_build() -> dict | None:
+    "Version, oneDNN, MKL, BLAS and CUDA device of the installed torch (imports it: about a second), or None."
+    import re
+    from importlib.util import find_spec
+    if find_spec("torch") is None: return None
+    import torch
+    cfg = torch.__config__.show()
+    grab = lambda pat: (m.group(1) if (m := re.search(pat, cfg)) else None)
+    return {"version": torch.__version__, "onednn": grab(r"MKL-DNN v([\d.]+)"), "mkl": grab(r"Math Kernel Library Version ([\d.]+)"),
+            "blas": grab(r"BLAS_INFO=(\w+)"), "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+def platform_record(env: dict | None = None) -> dict:
+    "The processor and numeric libraries a kernel started with `env` computes on; `id` hashes the fields that can change a number."
+    import os, platform
+    import numpy as np
+    e = {**os.environ, **(env or {})}
+    model, level = cpu_isa_level()
+    try: blas = [f"{d['name']} {d['version']}" for d in [np.show_config(mode="dicts")["Build Dependencies"]["blas"]]][0]
+    except Exception: blas = None
+    rec = {"machine": platform.machine(), "system": platform.system(), "cpu": model, "isa": level,
+           "isa_limits": {k: e[k] for k in ISA_LIMITS if e.get(k)},
+           "threads": {k: e.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+           "numpy_blas": blas, "torch": _torch_build()}
+    return {**rec, "id": hash_json(rec)[:16]}
+

@@ -18,7 +18,7 @@ _GEN_KEYS = ("n", "size", "seed", "prevalence", "confounder", "contrast", "noise
 
 @dataclass
 class ImagingDataset:
-    "Images with labels (and masks when known), a fixed stratified split, a card and what loading skipped."
+    "Images with labels (and masks when known), a fixed split (keyed hash of each id), a card and what loading skipped."
     name: str
     images: np.ndarray              # float32 (N, 1, H, W)
     labels: np.ndarray              # int (N,), 1 = lesion
@@ -61,8 +61,9 @@ def imaging_dataset(name: str, spec: dict, settings=None, split_seed: int = 0) -
         if unknown: raise MedwbError(f"[imaging.{name}] unknown key(s) {', '.join(sorted(unknown))}")
         d = gen.make_lesion_images(**{k: spec[k] for k in _GEN_KEYS if k in spec})
         card = gen.card(d)
-        return ImagingDataset(name, d["images"], d["labels"], d["masks"], gen.split_indices(d["labels"], seed=split_seed),
-                              card, spacing, [f"img{i:04d}" for i in range(len(d["labels"]))], None,
+        ids = [f"img{i:04d}" for i in range(len(d["labels"]))]
+        return ImagingDataset(name, d["images"], d["labels"], d["masks"], gen.split_indices(d["labels"], seed=split_seed, ids=ids),
+                              card, spacing, ids, None,
                               {k: d[k] for k in ("meta", "lesions", "organs", "params")})
     if not spec.get("path"): raise MedwbError(f"[imaging.{name}] needs path = FILE/FOLDER or generator = lesions")
     root = Path(getattr(settings, "data_dir", ".") or ".")
@@ -131,7 +132,7 @@ def _load_files(name, path: Path, spec: dict, root: Path, spacing, split_seed) -
     if "dicom" in kinds: card["intensity"] = f"DICOM window {spec['window']}" if spec.get("window") else "DICOM values min-max scaled per image"
     ids = [os.path.relpath(f, path) for f in r.meta["file"]]
     if r.masks is not None: card["label/mask agreement"] = _label_mask_agreement(labels, r.masks, ids)
-    return ImagingDataset(name, np.asarray(r.images, np.float32), labels, r.masks, split_indices(labels, seed=split_seed),
+    return ImagingDataset(name, np.asarray(r.images, np.float32), labels, r.masks, split_indices(labels, seed=split_seed, ids=ids),
                           card, spacing, ids, r.log)
 
 # %% ../../nbs/08_datasets/02_imaging.ipynb #c100

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import clone
-from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
 from ..core.settings import MedwbError, seed_everything
 from ..data.dataset import Dataset
@@ -122,11 +121,8 @@ def _resampling_folds(ds: Dataset, method: str, seed: int, folds: int, repeats: 
     if method == "kfold":
         return [(f"fold{i}", tr, te) for i, (tr, te) in enumerate(kfold_splits(ds, seed, folds), 1)]
     if method == "repeated_kfold":
-        if ds.group_column:
-            return [(f"r{r + 1}fold{i}", tr, te) for r in range(repeats)
-                    for i, (tr, te) in enumerate(kfold_splits(ds, seed + r, folds), 1)]
-        cv = (RepeatedStratifiedKFold if ds.task == "classification" else RepeatedKFold)(n_splits=folds, n_repeats=repeats, random_state=seed)
-        return [(f"r{i // folds + 1}fold{i % folds + 1}", tr, te) for i, (tr, te) in enumerate(cv.split(idx, ds.y if ds.task == "classification" else None))]
+        return [(f"r{r + 1}fold{i}", tr, te) for r in range(repeats)   # each repeat another hash key
+                for i, (tr, te) in enumerate(kfold_splits(ds, seed + r, folds), 1)]
     if method == "bootstrap":
         rng, out = np.random.default_rng(seed), []
         strata = ds.y if ds.task == "classification" else np.zeros(len(idx), int)

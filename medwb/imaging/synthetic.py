@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.settings import MedwbError
+from ..core.hashing import hash_parts
 from ..core.io import atomic_write
 
 # %% auto #0
@@ -138,23 +139,20 @@ def blob_scores(images: np.ndarray, organs: np.ndarray, erode: int = 4) -> np.nd
 # %% ../../nbs/06_imaging/01_synthetic.ipynb #c018
 SPLITS = ("train", "val", "test")
 
-def split_indices(labels: np.ndarray, splits=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, np.ndarray]:
-    "Stratified train/val/test indices (sorted) with the given fractions."
+def split_indices(labels: np.ndarray, splits=(0.7, 0.15, 0.15), seed: int = 0, ids=None) -> dict[str, np.ndarray]:
+    "Train/val/test indices (sorted) by keyed hash of each image id (positions when no ids): the tabular rule, medwb.core.hashing.hash_parts."
     if len(splits) != 3 or any(not isinstance(f, (int, float)) or f < 0 for f in splits) or abs(sum(splits) - 1) > 1e-9:
         raise MedwbError(f"splits must be three non-negative fractions summing to 1, got {splits!r}")
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts = {s: [] for s in SPLITS}
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        cut = np.round(np.cumsum(splits)[:2] * len(idx)).astype(int)
-        for s, p in zip(SPLITS, np.split(idx, cut)): parts[s].append(p)
-    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
+    keys = [str(i) for i in range(len(labels))] if ids is None else list(ids)
+    if len(keys) != len(labels): raise MedwbError(f"split_indices: {len(keys)} ids for {len(labels)} labels")
+    p = hash_parts(keys, {"test": splits[2], "val": splits[1], "train": splits[0]}, f"medwb-split-{seed}")
+    return {s: p[s] for s in SPLITS}
 
 def save_npz(path: Path | str,       # destination, must end in .npz
              data: dict,             # the output of make_lesion_images
              splits=(0.7, 0.15, 0.15),
-             seed: int = 0,          # seed of the stratified split
+             seed: int = 0,          # seed (hash key) of the split
              ) -> Path:
     "Write `data` as a MedMNIST-style .npz (uint8 images (N, H, W), labels (N, 1)) with masks, atomically."
     path = Path(path)

@@ -210,9 +210,9 @@ def target_statement(ds, card: dict) -> str:
 
 def design_statement(ev, E: dict) -> str:
     "The evaluation design, how thresholds were chosen, and the result of the leakage check (Markdown)."
-    design = {"holdout": "stratified 70/15/15 hold-out split (clause 5.2.1.2): fitted on the training part, threshold chosen on the validation part, metrics on the test part",
-              "kfold": f"stratified {E.get('folds')}-fold cross-validation; in each fold 15% of the training rows are held out to choose the threshold; metrics on the pooled out-of-fold predictions (every record once)",
-              "repeated_kfold": f"stratified {E.get('folds')}-fold cross-validation repeated {E.get('repeats')} times; threshold chosen on 15% of each training fold; metrics on the pooled out-of-fold predictions (every record {E.get('repeats')} times; CIs resample records)",
+    design = {"holdout": "70/15/15 hold-out split (clause 5.2.1.2) by keyed hash of each record id (patient id where grouped): HMAC-SHA256 keyed by the seed, read as a fraction, puts a record in test below 0.15, in validation below 0.30, in training otherwise, so adding or removing records leaves every other record in its part; fitted on the training part, threshold chosen on the validation part, metrics on the test part",
+              "kfold": f"{E.get('folds')}-fold cross-validation, each record's fold set by a keyed hash of its id (patient id where grouped); in each fold 15% of the training rows are held out to choose the threshold; metrics on the pooled out-of-fold predictions (every record once)",
+              "repeated_kfold": f"{E.get('folds')}-fold cross-validation by keyed hash of each record id, repeated {E.get('repeats')} times with another key each; threshold chosen on 15% of each training fold; metrics on the pooled out-of-fold predictions (every record {E.get('repeats')} times; CIs resample records)",
               "bootstrap": f"bootstrap validation: {E.get('rounds')} models, each fitted on a stratified bootstrap sample and scored on its out-of-bag records; threshold chosen on 15% of each sample's records"}[ev.method]
     return (f"**Design:** {design}. Internal validation only (no external data). **Leakage check:** {len(ev.leakage)} pairwise comparisons of record ids"
             f" (and patients) between fit, validation and test rows; overlaps found: **{sum(ev.leakage.values())}**.")
@@ -263,7 +263,7 @@ def imbalance_statement(ev) -> str:
     "How class imbalance is handled, read from the estimator."
     est = ev.model.named_steps["model"] if hasattr(ev.model, "named_steps") else ev.model
     cw = est.get_params().get("class_weight", None) if hasattr(est, "get_params") else None
-    return (f"class_weight = {cw}" if cw else "none (no re-weighting or resampling); the split is stratified and the threshold is chosen on validation data")
+    return (f"class_weight = {cw}" if cw else "none (no re-weighting or resampling); the split keeps the prevalence in expectation (keyed hash of each id) and the threshold is chosen on validation data")
 
 def delong_table(comps: dict) -> pd.DataFrame:
     "DeLong's test of the AUC difference against each comparator."
