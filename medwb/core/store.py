@@ -14,9 +14,9 @@ from .hashing import sha256_file
 from .io import read_json, write_json
 
 # %% auto #0
-__all__ = ['MANIFEST', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'COMPARE_DIR', 'STALE_FILE', 'file_hashes', 'write_manifest',
-           'verify_manifest', 'compare_page', 'version_dir', 'list_versions', 'find_version', 'latest_version',
-           'mark_stale', 'stale_versions']
+__all__ = ['MANIFEST', 'GC_FILE', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'COMPARE_DIR', 'STALE_FILE', 'DEPLOYED_FILE',
+           'BULKY', 'file_hashes', 'write_manifest', 'verify_manifest', 'compare_page', 'version_dir', 'list_versions',
+           'find_version', 'latest_version', 'mark_stale', 'stale_versions', 'deployed_versions', 'gc_plan', 'gc_apply']
 
 # %% ../../nbs/00_core/04_store.ipynb #c024
 MANIFEST = "manifest.json"
@@ -33,14 +33,25 @@ def write_manifest(folder: Path | str, **info) -> dict:
     write_json(Path(folder) / MANIFEST, m)
     return m
 
+GC_FILE = "_gc.json"   # files that `medwb gc --bulky` removed on request, with the hashes they had
+
+def _pruned(folder: Path) -> dict[str, str]:
+    "Files of version `folder` that `gc` removed on request: relative path → the SHA-256 they had."
+    reg = folder.parent.parent.parent / GC_FILE
+    if not reg.exists(): return {}
+    try: return read_json(reg).get("versions", {}).get(folder.name, {}).get("files", {})
+    except MedwbError: return {}
+
 def verify_manifest(folder: Path | str) -> dict[str, list[str]]:
-    "Compare a folder with its manifest: lists of `changed`, `missing` and `extra` files (all empty = intact)."
+    "Compare a folder with its manifest: lists of `changed`, `missing` and `extra` files (all empty = intact), and `pruned`: removed by `medwb gc --bulky`, on request."
     folder = Path(folder)
     recorded = read_json(folder / MANIFEST).get("files", {})
     now = file_hashes(folder)
+    pruned = _pruned(folder)
     return {"changed": sorted(f for f in recorded if f in now and now[f] != recorded[f]),
-            "missing": sorted(f for f in recorded if f not in now),
-            "extra": sorted(f for f in now if f not in recorded)}
+            "missing": sorted(f for f in recorded if f not in now and pruned.get(f) != recorded[f]),
+            "extra": sorted(f for f in now if f not in recorded),
+            "pruned": sorted(f for f in recorded if f not in now and pruned.get(f) == recorded[f])}
 
 # %% ../../nbs/00_core/04_store.ipynb #c028
 FAILED_DIR, STAGING_DIR, FAILED_JSON = "_failed", ".staging", "failed.json"
@@ -131,3 +142,68 @@ def stale_versions(reports_dir: Path | str) -> dict[str, str]:
     if not path.exists(): return {}
     return {vid: "; ".join(f"{e['reason']} ({e['subjects']} subject(s), {e['records']} record(s); {e['time'][:10]})" for e in d["events"])
             for vid, d in sorted(read_json(path).get("versions", {}).items())}
+
+# %% ../../nbs/00_core/04_store.ipynb #c041
+DEPLOYED_FILE = "_deployed.json"
+BULKY = ("checkpoints/", "tensorboard/")   # per-version training by-products, not needed to read, verify or serve a version
+
+def deployed_versions(reports_dir: Path | str) -> set[str]:
+    "Version ids listed as deployed in reports/_deployed.json (never pruned)."
+    p = Path(reports_dir) / DEPLOYED_FILE
+    return set(read_json(p).get("versions", {})) if p.exists() else set()
+
+def _pid_alive(pid: int) -> bool:
+    import os
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def gc_plan(reports_dir: Path | str, bulky: bool = False, idle_s: float = 600) -> list[dict]:
+    "What `gc` would remove: interrupted staging folders and, with `bulky`, checkpoints and TensorBoard files of versions neither newest of their model nor deployed."
+    import time
+    root, plan = Path(reports_dir), []
+    size = lambda p: sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for s in sorted((root / STAGING_DIR).glob("*")) if (root / STAGING_DIR).is_dir() else []:
+        parts = s.name.split("-")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        newest = max([s.stat().st_mtime, *(f.stat().st_mtime for f in s.rglob("*"))])
+        if (pid is not None and _pid_alive(pid)) or time.time() - newest < idle_s: continue
+        plan.append({"kind": "staging", "path": str(s), "bytes": size(s), "why": "interrupted job: never published"})
+    if bulky:
+        keep, newest = deployed_versions(root), {}
+        for v in list_versions(root, failed=False):   # newest first
+            newest.setdefault((v.get("dataset"), v.get("model")), v.get("version_id"))
+        for v in list_versions(root, failed=False):
+            vid, folder = v.get("version_id"), Path(v["path"])
+            if vid in keep or newest.get((v.get("dataset"), v.get("model"))) == vid: continue
+            for rel, sha in sorted((v.get("files") or {}).items()):
+                if rel.startswith(BULKY) and (folder / rel).is_file():
+                    plan.append({"kind": "bulky", "path": str(folder / rel), "bytes": (folder / rel).stat().st_size,
+                                 "version_id": vid, "file": rel, "sha256": sha,
+                                 "why": f"{rel.split('/')[0]} of {v.get('dataset')}/{v.get('model')} {vid}: not the newest version, not deployed"})
+    return plan
+
+def gc_apply(reports_dir: Path | str, plan: list[dict]) -> int:
+    "Remove what `plan` lists (recording pruned files in reports/_gc.json first); return the bytes freed."
+    import shutil
+    root = Path(reports_dir)
+    bulky = [p for p in plan if p["kind"] == "bulky"]
+    if bulky:
+        reg_path = root / GC_FILE
+        reg = read_json(reg_path) if reg_path.exists() else {"versions": {}}
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for p in bulky:
+            e = reg["versions"].setdefault(p["version_id"], {"files": {}})
+            e["files"][p["file"]] = p["sha256"]; e["time"] = now
+        write_json(reg_path, reg)   # recorded before anything is removed: an interrupted gc leaves no unexplained gap
+    freed = 0
+    for p in plan:
+        path = Path(p["path"])
+        if p["kind"] == "staging": shutil.rmtree(path, ignore_errors=True)
+        elif p["kind"] == "bulky" and path.is_file():
+            if sha256_file(path) != p["sha256"]: continue   # changed since it was published: leave it for verify to report
+            path.unlink()
+        freed += p["bytes"]
+    return freed
+
