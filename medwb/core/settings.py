@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'MedwbError',
-           'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings', 'seed_everything']
+__all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'CPU_ISAS',
+           'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings',
+           'seed_everything']
 
 # %% ../../nbs/00_core/01_settings.ipynb #c004
 class MedwbError(Exception):
@@ -33,6 +34,7 @@ N_BOOT, FOLDS, REPEATS, ROUNDS, MIN_SUBGROUP_N = 1000, 5, 3, 20, 30
 EXECUTORS = ("process", "sequential", "dask")
 EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
 IMPUTATIONS = ("mean", "median", "most_frequent", "knn", "iterative", "drop")   # medwb.models.features.IMPUTERS
+CPU_ISAS = ("avx2", "native")   # instruction-set cap of the report kernels (medwb.run.jobs.kernel_env)
 _REQUIRED = ("data_dir", "reports_dir", "datasets", "models", "seeds", "evaluation", "jobs", "executor")
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Settings:
     jobs: int = 0                     # parallel jobs; 0 = one per core
     executor: str = "process"         # process | sequential | dask
     scheduler: str | None = None      # Dask scheduler address for executor=dask
+    cpu_isa: str = "avx2"             # avx2: torch/oneDNN/MKL kernels capped at AVX2, the same numbers on AVX-512 and AVX2 processors; native: fastest
     model_params: dict = field(default_factory=dict)   # {model: {param: value}} from [model.NAME]
     dataset_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [dataset.NAME]
     imaging: tuple = ()               # imaging run matrix: (dataset, network) pairs (clause 6.2.3)
@@ -176,6 +179,8 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
         raise SettingsError(f"settings.ini [medwb] imputation = {imputation!r}; choose one of {', '.join(IMPUTATIONS)}")
     if folds < 2: raise SettingsError(f"settings.ini [medwb] folds = {folds}: need at least 2 folds")
     scheduler = str(raw.get("scheduler") or "").strip() or None
+    cpu_isa = str(raw.get("cpu_isa") or "avx2").strip().lower()
+    if cpu_isa not in CPU_ISAS: raise SettingsError(f"settings.ini [medwb] cpu_isa = {cpu_isa!r}; choose one of {', '.join(CPU_ISAS)}")
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
     model_params, dataset_specs, imaging_specs = {}, {}, {}
@@ -198,7 +203,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     imputation=imputation,
                     kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
-                    jobs=jobs, executor=executor, scheduler=scheduler,
+                    jobs=jobs, executor=executor, scheduler=scheduler, cpu_isa=cpu_isa,
                     model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs)
 
 # %% ../../nbs/00_core/01_settings.ipynb #c014

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Callable
 from ..core.store import MANIFEST, read_json, write_manifest
 from ..core.settings import MedwbError, Settings
-from ..core.hashing import code_fingerprint, environment_fingerprint, git_commit, installed_packages, sha256_file
+from ..core.hashing import code_fingerprint, environment_fingerprint, git_commit, installed_packages, platform_record, sha256_file
 from ..core.io import publish_dir, write_json
 from ..core.store import FAILED_DIR, FAILED_JSON, STAGING_DIR, latest_version, version_dir
 from ..reports.html import notebook_to_html
 from ..reports.index import write_index
-from .jobs import project_record, DATA_MODEL, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, template_hash
+from .jobs import project_record, DATA_MODEL, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, kernel_env, template_hash
 from ..core.format import headline as make_headline, headline_text
 
 # %% auto #0
-__all__ = ['execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest', 'reproduce']
+__all__ = ['TOLERANCES', 'execute_report', 'run_job', 'check_writable', 'run_matrix', 'job_from_manifest', 'tolerance',
+           'reproduce']
 
 # %% ../../nbs/10_run/02_execute.ipynb #c012
 def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
@@ -34,7 +35,7 @@ def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     nb = out_dir / "report.ipynb"
     pm.execute_notebook(job.template, str(nb), parameters=job.parameters(".", provenance), cwd=str(out_dir),
-                        kernel_name=ensure_kernel(), progress_bar=False, log_output=False,
+                        kernel_name=ensure_kernel(job.settings.get("cpu_isa", "avx2")), progress_bar=False, log_output=False,
                         request_save_on_cell_execute=False)
     title = f"{job.dataset} / {job.model} — version {provenance.get('version_id', 'draft')}"
     (out_dir / "report.html").write_text(notebook_to_html(nb, title), encoding="utf-8")
@@ -74,7 +75,8 @@ def run_job(job: Job, command: str = "medwb run") -> dict:
         write_manifest(stage, **{k: v for k, v in prov.items()}, status="ok", dataset=job.dataset, model=job.model,
                        seed=job.seed, task=job.task, evaluation=job.evaluation["method"], params=job.params,
                        template=Path(job.template).name, headline=headline, wall_time_s=wall,
-                       python=sys.version.split()[0], packages={k: pk.get(k) for k in keep})
+                       python=sys.version.split()[0], packages={k: pk.get(k) for k in keep},
+                       platform=platform_record(kernel_env(job.settings.get("cpu_isa", "avx2"))))
         try: publish_dir(stage, final)
         except FileExistsError:   # the same version published meanwhile by another worker
             shutil.rmtree(stage, ignore_errors=True)
@@ -136,9 +138,23 @@ def run_matrix(settings: Settings, progress: Callable[[str], None] | None = prin
         if todo:
             for r in _execute(todo, settings, command):
                 results.append(r); say(_progress_line(len(results), n, r))
+    _compare_with_parents(results, settings, say)
     write_index(settings.reports_dir)
     order = {j.version_id: i for i, j in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r["version_id"]])
+
+def _compare_with_parents(results: list[dict], settings: Settings, say: Callable[[str], None]) -> None:
+    "Write the comparison page of every version this run published against its parent (the index links it)."
+    from medwb.reports.compare import compare_versions, write_compare_page
+    for r in results:
+        if r["status"] != "ok" or r["model"] == DATA_MODEL: continue
+        parent = read_json(Path(r["path"]) / MANIFEST).get("parent")
+        if not parent: continue
+        old = version_dir(settings.reports_dir, r["dataset"], r["model"], parent)
+        try:
+            page = write_compare_page(compare_versions(r["path"], old, kek_dir=settings.kek_dir), settings.reports_dir)
+            say(f"compared {r['job']} {r['version_id']} with its parent {parent}: {page}")
+        except MedwbError as e: say(f"no comparison of {r['version_id']} with its parent {parent}: {e}")
 
 def _execute(jobs: list[Job], settings: Settings, command: str):
     "Yield results as jobs finish, on the configured executor."
@@ -169,15 +185,49 @@ def job_from_manifest(manifest: dict, settings: Settings) -> Job:
     return Job(inp["dataset"], inp["model"], inp["seed"], inp["task"], inp["params"], inp["evaluation"], str(tpl),
                str(settings.reports_dir), settings.as_dict(), str(project) if project else None, inp)
 
+TOLERANCES = {   # metric kind: (metric names, absolute tolerance, relative tolerance) for reproduction on another platform
+    "count of records": (("n", "events", "rows_in", "rows_out"), 0.0, 0.0),
+    "discrimination": (("roc_auc", "pr_auc"), 0.02, 0.0),
+    "rate at the threshold": (("accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "lesion_sensitivity", "empty_fp_rate"), 0.05, 0.0),
+    "confusion count": (("tp", "fp", "tn", "fn"), 2.0, 0.10),
+    "threshold": (("threshold",), 0.10, 0.0),
+    "calibration": (("brier",), 0.02, 0.0),
+    "regression": (("r2",), 0.03, 0.0),
+    "regression error": (("rmse", "mae"), 0.0, 0.03),
+    "overlap": (("dice", "dice_all", "iou"), 0.03, 0.0),
+    "localisation": (("pointing_game",), 0.25, 0.0),
+}
+_DEFAULT_TOLERANCE = ("other", 0.0, 0.05)
+
+def tolerance(metric: str) -> tuple[str, float, float]:
+    "(kind, absolute, relative) tolerance of a metric when it is reproduced on another platform."
+    for kind, (names, a, r) in TOLERANCES.items():
+        if metric in names: return kind, a, r
+    return _DEFAULT_TOLERANCE
+
+def _within(name: str, old, new, ci: dict | None) -> dict:
+    "One metric's cross-platform check: |Δ| against its tolerance, and the new value against the old 95% CI."
+    kind, a, r = tolerance(name)
+    if not isinstance(old, (int, float)) or not isinstance(new, (int, float)) or isinstance(old, bool):
+        return {"metric": name, "old": old, "new": new, "kind": kind, "ok": old == new, "why": "not a number: must be equal"}
+    d, tol = abs(new - old), max(a, r * abs(old))
+    in_ci = None if not ci or ci.get("lo") is None else ci["lo"] - 1e-12 <= new <= ci["hi"] + 1e-12
+    ok = d <= tol + 1e-12 and in_ci is not False
+    why = f"|Δ| {d:.4g} {'≤' if d <= tol + 1e-12 else '>'} {tol:.4g} ({kind})" + ("" if in_ci is None else f"; {'inside' if in_ci else 'outside'} the version's 95% CI [{ci['lo']:.4g}, {ci['hi']:.4g}]")
+    return {"metric": name, "old": old, "new": new, "kind": kind, "ok": ok, "why": why}
+
 def reproduce(version_path: Path | str, settings: Settings) -> dict:
-    "Re-execute a published version; return {'identical', 'differences', 'input_changes', 'seconds'}."
+    "Re-execute a published version; exact comparison on its platform, per-metric tolerances on another."
     vp = Path(version_path)
     man = read_json(vp / MANIFEST)
     job = job_from_manifest(man, settings)
+    job.settings["cpu_isa"] = man["inputs"].get("cpu_isa", "avx2")   # the caps the version was made with, whatever settings.ini says now
     now = {"code": code_fingerprint(), "environment": environment_fingerprint(), "template": template_hash(job.template),
            "dataset_fingerprint": dataset_fingerprint(job.dataset, job.task, settings),
            "project": sha256_file(job.project) if job.project else None}
     changes = [k for k, v in now.items() if man["inputs"].get(k) != v]
+    then_p, now_p = man.get("platform") or {}, platform_record(kernel_env(man["inputs"].get("cpu_isa", "avx2")))
+    platform_changes = [f"{k}: {then_p.get(k)!r} → {now_p.get(k)!r}" for k in now_p if k != "id" and then_p.get(k) != now_p.get(k)]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medwb-reproduce-") as tmp:
         new = execute_report(job, Path(tmp), {**{k: man.get(k) for k in ("version_id", "parent", "created", "git_commit", "data_report")},
@@ -186,8 +236,14 @@ def reproduce(version_path: Path | str, settings: Settings) -> dict:
     diffs = _diff(old, new)
     numeric = [f"{p}: {a!r} → {b!r}" for p, a, b in diffs if not _text_only(a, b)]
     text = [f"{p}: {a!r} → {b!r}" for p, a, b in diffs if _text_only(a, b)]
+    same_platform = bool(then_p) and then_p.get("id") == now_p["id"]
+    checks = [_within(k, old.get("metrics", {}).get(k), new.get("metrics", {}).get(k), (old.get("ci") or {}).get(k))
+              for k in sorted(set(old.get("metrics", {})) | set(new.get("metrics", {})))
+              if old.get("metrics", {}).get(k) != new.get("metrics", {}).get(k)]
     return {"identical": not diffs, "numbers_identical": not numeric, "differences": numeric + text, "text_differences": text,
-            "input_changes": changes, "seconds": time.perf_counter() - t0}
+            "input_changes": changes, "seconds": time.perf_counter() - t0,
+            "same_platform": same_platform, "platform_changes": platform_changes if not same_platform else [],
+            "metric_checks": checks, "within_tolerance": all(c["ok"] for c in checks)}
 
 def _diff(a, b, path="") -> list[tuple[str, object, object]]:
     "(path, old, new) of every leaf that differs; dicts by key, lists of the same length item by item."

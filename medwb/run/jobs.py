@@ -20,8 +20,8 @@ from ..datasets.builtin import load_dataset
 from ..models.zoo import model_params
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'ensure_kernel', 'template_hash', 'Job',
-           'check_kek_dir', 'make_job', 'project_record', 'build_matrix', 'dataset_fingerprint']
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'kernel_env', 'ensure_kernel',
+           'template_hash', 'Job', 'check_kek_dir', 'make_job', 'project_record', 'build_matrix', 'dataset_fingerprint']
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -31,18 +31,30 @@ KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
               # while running them interpreted on report-sized data costs well under a second (measured).
               "NUMBA_DISABLE_JIT": "1"}
 
-def ensure_kernel() -> str:
-    "Install (once per interpreter) a kernelspec that runs this interpreter; return its name."
+_ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}}
+_SIMULATED = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+              "sse4.2": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}}
+
+def kernel_env(cpu_isa: str = "avx2") -> dict:
+    "The environment of a report kernel: one thread per library, and the instruction-set caps of `cpu_isa` (avx2 or native)."
+    env = {**KERNEL_ENV, **_ISA_CAPS.get(cpu_isa, {})}
+    sim = os.environ.get("MEDWB_SIMULATE_ISA", "").strip().lower()   # behave as a processor without AVX-512 (core.hashing.cpu_isa_level)
+    return {**env, **_SIMULATED.get(sim, {})}   # a weaker processor's limits win over the cap
+
+def ensure_kernel(cpu_isa: str = "avx2") -> str:
+    "Install (once per interpreter and environment) a kernelspec that runs this interpreter; return its name."
+    env = kernel_env(cpu_isa)
+    name = f"{KERNEL_NAME}-{hash_json(env)[:8]}"
     base = Path(tempfile.gettempdir()) / f"medwb-jupyter-{hash_json(sys.executable)[:12]}"
-    spec = base / "kernels" / KERNEL_NAME / "kernel.json"
+    spec = base / "kernels" / name / "kernel.json"
     # CRITICAL: the kernel logs a harmless "KeyboardInterrupt caught" at ERROR when papermill shuts it down;
     # errors of the notebook itself still reach papermill and the failed record.
     want = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=CRITICAL"],
-            "display_name": f"medwb ({sys.executable})", "language": "python", "env": KERNEL_ENV}
+            "display_name": f"medwb ({sys.executable})", "language": "python", "env": env}
     if not spec.exists() or json.loads(spec.read_text()) != want: write_json(spec, want)
     paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
     if str(base) not in paths: os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base), *[p for p in paths if p]])
-    return KERNEL_NAME
+    return name
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c006
 TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb",   # one template per kind of report
@@ -119,7 +131,7 @@ def project_record(settings: Settings) -> Path | None:
 def _common(settings: Settings) -> dict:
     "Inputs every job hashes: project record, medwb version, code and environment."
     project = project_record(settings)
-    return {"project": sha256_file(project) if project else None, "medwb_version": medwb.__version__,
+    return {"project": sha256_file(project) if project else None, "medwb_version": medwb.__version__, "cpu_isa": settings.cpu_isa,
             "code": code_fingerprint(), "environment": environment_fingerprint()}
 
 def _template(settings: Settings, task: str) -> Path:
