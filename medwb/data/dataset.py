@@ -5,6 +5,7 @@
 # %% ../../nbs/01_data/01_dataset.ipynb #c002
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..core.settings import MedwbError
 from ..core.hashing import hash_json, sha256_file
 
 # %% auto #0
-__all__ = ['TASKS', 'Dataset', 'dataset_card', 'load_csv_dataset']
+__all__ = ['TASKS', 'PHYSIOLOGICAL', 'Dataset', 'dataset_card', 'load_csv_dataset', 'zero_as_missing']
 
 # %% ../../nbs/01_data/01_dataset.ipynb #c003
 TASKS = ("classification", "regression")
@@ -120,5 +121,32 @@ def load_csv_dataset(name: str, path: Path | str, target: str, task: str = "clas
         if pos not in labels: raise MedwbError(f"dataset {name!r}: positive label {positive!r} not among {labels}")
         f[target] = (f[target] == pos).astype(int)
     card = {"title": name, "source": str(path), "file_sha256": sha256_file(path), **card}
+    zeros = zero_as_missing(f, exclude={target, id_column, group_column})
+    if zeros:   # no schema says what 0 means in these columns: say it, once, where the user sees it
+        card["warnings"] = [*card.get("warnings", []), *zeros]
+        for z in zeros: warnings.warn(f"dataset {name!r}: {z}", stacklevel=2)
     return Dataset(name, f, target, task, card, positive_class=str(positive) if task == "classification" else None,
                    id_column=id_column, group_column=group_column)
+
+# %% ../../nbs/01_data/01_dataset.ipynb #c012
+PHYSIOLOGICAL = ("glucose", "pressure", "bp", "sbp", "dbp", "map", "bmi", "insulin", "skin", "thickness", "weight", "height",
+                 "heart", "pulse", "hr", "resp", "temperature", "temp", "spo2", "saturation", "cholesterol", "ldl", "hdl",
+                 "triglyceride", "creatinine", "hemoglobin", "haemoglobin", "hb", "albumin", "sodium", "potassium", "platelet")
+
+def zero_as_missing(frame: pd.DataFrame, exclude=()) -> list[str]:
+    "Warnings for physiological columns whose zeros look like 'not measured' (0, then nothing below a quarter of the 5th percentile of the rest)."
+    import re
+    out = []
+    for c in frame.columns:
+        if c in exclude or not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]): continue
+        words = set(re.findall(r"[a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", str(c)).lower()))
+        if not words & set(PHYSIOLOGICAL): continue
+        x = frame[c].dropna()
+        zero, rest = int((x == 0).sum()), x[x != 0]
+        if zero == 0 or len(rest) < 10 or (rest < 0).any(): continue
+        p5 = float(np.percentile(rest, 5))
+        if p5 > 0 and float(rest.min()) > 0.25 * p5:
+            out.append(f"column {c!r} has {zero} zero(s) ({zero / len(x):.1%}) while its other values start at {rest.min():g} "
+                       f"(5th percentile {p5:g}): zeros there usually mean 'not measured'; declare a schema with a missing-value code")
+    return out
+

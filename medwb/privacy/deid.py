@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -561,7 +562,8 @@ class FolderResult:
     "What `deidentify_folder` did."
     report: pd.DataFrame        # one row per file: file, status, output, reason, options, n_<action>, notes
     unparsable: pd.DataFrame    # file, error: files that are not readable DICOM
-    log_dir: Path               # report.csv, unparsable.csv and quarantine/ (identifiable originals)
+    log_dir: Path               # report.csv, unparsable.csv, warnings.csv and quarantine/ (identifiable originals)
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["warning", "count", "files", "example_file"]))
 
     def counts(self) -> dict[str, int]:
         "Files per status."
@@ -584,12 +586,18 @@ def deidentify_folder(src: Path | str, dst: Path | str,
         uid_map = UIDMap(key)
     files = sorted(p for p in src.rglob("*") if p.is_file())
     rows, bad = [], []
+    seen = {}   # warning text (values blanked) -> [count, files, first file]
     for f in files:
         rel = f.relative_to(src).as_posix()
         try:
-            ds = read_dicom(f)
-            out, rep = deidentify(ds, options, uid_map, date_shift_days=date_shift_days, clean_pixels=clean_pixels,
-                                  clean_text=clean_text, iod_types=iod_types, source=rel)
+            with warnings.catch_warnings(record=True) as caught:   # pydicom warns once per invalid element: summarised, not printed
+                warnings.simplefilter("always")
+                ds = read_dicom(f)
+                out, rep = deidentify(ds, options, uid_map, date_shift_days=date_shift_days, clean_pixels=clean_pixels,
+                                      clean_text=clean_text, iod_types=iod_types, source=rel)
+            for text in {_warning_kind(w.message) for w in caught}:
+                s = seen.setdefault(text, [0, 0, rel]); s[1] += 1
+            for w in caught: seen[_warning_kind(w.message)][0] += 1
         except MedwbError as e:
             bad.append({"file": rel, "error": str(e)})
             rows.append({"file": rel, "status": "unparsable", "output": "", "reason": str(e)}); continue
@@ -598,6 +606,7 @@ def deidentify_folder(src: Path | str, dst: Path | str,
             bad.append({"file": rel, "error": msg})
             rows.append({"file": rel, "status": "error", "output": "", "reason": msg}); continue
         row = rep.as_row()
+        row["warnings"] = len(caught)
         if out is None:
             target = log_dir / "quarantine" / rel
             _write_new(target, lambda fo: fo.write(f.read_bytes()))
@@ -612,9 +621,16 @@ def deidentify_folder(src: Path | str, dst: Path | str,
             if not written: row.update(status="exists", reason=f"{target} already exists; not overwritten")
             row["output"] = target.relative_to(dst).as_posix()
         rows.append(row)
-    cols = ["file", "status", "output", "reason", "options", *[f"n_{a}" for a in ("X", "Z", "D", "K", "C", "U", "private")], "notes"]
+    cols = ["file", "status", "output", "reason", "options", *[f"n_{a}" for a in ("X", "Z", "D", "K", "C", "U", "private")], "warnings", "notes"]
     report = pd.DataFrame(rows).reindex(columns=cols)
     unparsable = pd.DataFrame(bad, columns=["file", "error"])
     atomic_write_text(log_dir / "report.csv", report.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(log_dir / "unparsable.csv", unparsable.to_csv(index=False, lineterminator="\n"))
-    return FolderResult(report, unparsable, log_dir)
+    warned = pd.DataFrame([{"warning": k, "count": n, "files": nf, "example_file": ex} for k, (n, nf, ex) in seen.items()],
+                          columns=["warning", "count", "files", "example_file"]).sort_values("count", ascending=False, ignore_index=True)
+    atomic_write_text(log_dir / "warnings.csv", warned.to_csv(index=False, lineterminator="\n"))
+    return FolderResult(report, unparsable, log_dir, warned)
+
+def _warning_kind(message) -> str:
+    "A warning's text with quoted values blanked: invalid input values may be identifying, and equal kinds group."
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(message))[:300]
