@@ -1,34 +1,45 @@
-"""Wall time of the run matrix: sequential vs process pool vs cached, and the share spent starting kernels.
+"""Wall time of the default run matrix: cold, cached and one-parameter-changed runs, and where each job's time goes.
 
-    .venv/bin/python benchmarks/matrix.py            # the default matrix (2 datasets x 6 models)
-    .venv/bin/python benchmarks/matrix.py --quick    # 2 datasets x 2 models, for a smoke run
+    .venv/bin/python benchmarks/matrix.py               # the default matrix of settings.ini (what the README's first command runs)
+    .venv/bin/python benchmarks/matrix.py --quick       # 1 dataset x 2 models, no imaging: a smoke run
+    .venv/bin/python benchmarks/matrix.py --executors   # also: the same matrix sequentially, to give the process pool's speed-up
 
-Every timing is measured in this run; ratios are against the sequential run of the same matrix.
+Every timing is measured in this run, into a scratch reports folder. The per-stage breakdown comes from the executed
+report notebooks themselves (papermill records each cell's duration): "imports, data" is the first code cell
+(imports, loading and cleaning the dataset; in tabular reports also fitting and scoring the model), "training" the model and training section, "explanations" the explanation
+sections, "other sections" every other cell, and "kernel start, render, hash" the job's wall time minus the notebook's
+(starting the kernel, rendering HTML, hashing files, the manifest).
 """
 from __future__ import annotations
 
 import argparse
 import configparser
+import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDWB = str(Path(sys.executable).parent / "medwb")
+STAGES = ("imports, data (tabular: fit)", "training", "explanations", "other sections", "kernel start, render, hash")
 
 
-def settings_file(folder: Path, reports: Path, models: str, executor: str, jobs: int) -> Path:
+def settings_file(folder: Path, reports: Path, executor: str, quick: bool, change: bool = False) -> Path:
+    "A copy of settings.ini writing to `reports`; `change`: one model parameter changed (random forest's n_estimators)."
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
     cp.optionxform = str
     cp.read(ROOT / "settings.ini", encoding="utf-8")
-    cp["medwb"].update(reports_dir=str(reports), templates_dir=str(ROOT / "nbs" / "reports"),
-                       data_dir=str(ROOT / "data"), executor=executor, jobs=str(jobs))
-    if models: cp["medwb"]["models"] = models
-    p = folder / f"settings-{executor}.ini"
+    cp["medwb"].update(reports_dir=str(reports), templates_dir=str(ROOT / "nbs" / "reports"), data_dir=str(ROOT / "data"),
+                       project=str(ROOT / "project.yml"), executor=executor)
+    if quick: cp["medwb"].update(datasets="breast_cancer", models="dummy, random_forest", imaging="none")
+    if change:
+        n = int(cp["model.random_forest"].get("n_estimators", "100"))
+        cp["model.random_forest"]["n_estimators"] = str(n + 1)
+    p = folder / f"settings-{executor}{'-changed' if change else ''}.ini"
     with open(p, "w") as f: cp.write(f)
     return p
 
@@ -41,45 +52,68 @@ def timed_run(settings: Path) -> tuple[float, str]:
     return took, r.stdout.strip().splitlines()[-2]
 
 
-def kernel_startup(n: int = 5) -> float:
-    "Mean seconds for papermill to start a medwb kernel, run one trivial cell and shut it down."
-    import nbformat
-    import papermill as pm
-    from medwb.run.jobs import ensure_kernel
-    with tempfile.TemporaryDirectory() as d:
-        nb = Path(d) / "empty.ipynb"
-        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), str(nb))
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            pm.execute_notebook(str(nb), str(Path(d) / "out.ipynb"), kernel_name=ensure_kernel(), progress_bar=False)
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def _stage(heading: str, first: bool) -> str:
+    h = heading.lower()
+    if first: return STAGES[0]
+    if "training" in h: return "training"
+    if "explanation" in h: return "explanations"
+    return "other sections"
+
+
+def breakdown(reports: Path) -> dict[str, dict[str, list[float]]]:
+    "Job kind -> stage -> seconds per job, from the published report notebooks' cell durations."
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for man in sorted(reports.glob("*/*/*/manifest.json")):
+        m = json.loads(man.read_text())
+        nb = json.loads((man.parent / "report.ipynb").read_text())
+        kind = {"data": "data report", "classification": "tabular", "regression": "tabular"}.get(m["task"], m["task"])
+        per, head, first = defaultdict(float), "", True
+        for c in nb["cells"]:
+            if c["cell_type"] == "markdown":
+                lines = "".join(c["source"]).strip().splitlines()
+                if lines and lines[0].startswith("#"): head = lines[0]
+                continue
+            d = (c.get("metadata", {}).get("papermill") or {}).get("duration") or 0.0
+            if "parameters" in c.get("metadata", {}).get("tags", []) or "injected-parameters" in c.get("metadata", {}).get("tags", []):
+                continue
+            per[_stage(head, first)] += d
+            first = False
+        per["kernel start, render, hash"] = max(0.0, m["wall_time_s"] - sum(per.values()))
+        for s in STAGES: out[kind][s].append(per.get(s, 0.0))
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="2 models instead of the default 6")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="process-pool workers")
+    ap.add_argument("--quick", action="store_true", help="1 dataset x 2 models, no imaging")
+    ap.add_argument("--executors", action="store_true", help="also run the matrix sequentially (1 worker)")
     a = ap.parse_args()
-    models = "dummy, linear" if a.quick else ""
     with tempfile.TemporaryDirectory(prefix="medwb-bench-") as tmp:
         tmp = Path(tmp)
-        seq = settings_file(tmp, tmp / "seq", models, "sequential", 1)
-        par = settings_file(tmp, tmp / "par", models, "process", a.jobs)
-        t_seq, s_seq = timed_run(seq)
-        t_par, s_par = timed_run(par)
+        par = settings_file(tmp, tmp / "par", "process", a.quick)
+        t_cold, s_cold = timed_run(par)
         t_cache, s_cache = timed_run(par)
-        n_jobs = len(list((tmp / "seq").glob("*/*/*/manifest.json")))
-        t_kernel = kernel_startup()
-    print(f"matrix: {n_jobs} jobs; machine: {os.cpu_count()} cores; process pool: {a.jobs} workers\n")
-    print(f"{'run':<28}{'wall s':>9}{'vs sequential':>15}   summary")
-    print(f"{'sequential (1 worker)':<28}{t_seq:>9.1f}{1.0:>15.2f}   {s_seq}")
-    print(f"{f'process pool ({a.jobs} workers)':<28}{t_par:>9.1f}{t_par / t_seq:>15.2f}   {s_par}")
-    print(f"{'cached re-run':<28}{t_cache:>9.1f}{t_cache / t_seq:>15.3f}   {s_cache}")
-    print(f"\nparallel speed-up: {t_seq / t_par:.2f}x; cached re-run is {t_seq / t_cache:.0f}x faster than sequential")
-    print(f"kernel start-up (papermill, trivial notebook): {t_kernel:.2f} s per job; "
-          f"{n_jobs} jobs x {t_kernel:.2f} s = {n_jobs * t_kernel:.1f} s = {100 * n_jobs * t_kernel / t_seq:.0f}% of the sequential wall time")
+        t_change, s_change = timed_run(settings_file(tmp, tmp / "par", "process", a.quick, change=True))
+        seq = None
+        if a.executors: seq = timed_run(settings_file(tmp, tmp / "seq", "sequential", a.quick))
+        bd = breakdown(tmp / "par")
+    n_jobs = sum(len(v["training"]) for v in bd.values())
+    print(f"machine: {os.cpu_count()} cores; matrix: {'quick' if a.quick else 'default settings.ini'}\n")
+    print(f"{'run':<34}{'wall s':>9}{'vs cold':>10}   summary")
+    print(f"{'cold (process pool)':<34}{t_cold:>9.1f}{1.0:>10.2f}   {s_cold}")
+    print(f"{'cached re-run':<34}{t_cache:>9.1f}{t_cache / t_cold:>10.3f}   {s_cache}")
+    print(f"{'one model parameter changed':<34}{t_change:>9.1f}{t_change / t_cold:>10.3f}   {s_change}")
+    if seq: print(f"{'sequential (1 worker)':<34}{seq[0]:>9.1f}{seq[0] / t_cold:>10.2f}   {seq[1]}")
+    print(f"\nwhere the time goes ({n_jobs} jobs published by the cold run and the changed one; seconds per job, mean):")
+    print(f"{'job kind':<22}{'jobs':>5}" + "".join(f"{s:>28}" for s in STAGES) + f"{'total':>9}{'job-s':>9}")
+    grand = defaultdict(float)
+    for kind, st in sorted(bd.items()):
+        n = len(st["training"])
+        means = {s: sum(st[s]) / n for s in STAGES}
+        for s in STAGES: grand[s] += sum(st[s])
+        print(f"{kind:<22}{n:>5}" + "".join(f"{means[s]:>28.1f}" for s in STAGES) + f"{sum(means.values()):>9.1f}{sum(sum(st[s]) for s in STAGES):>9.1f}")
+    total = sum(grand.values())
+    print(f"{'all jobs (job-s)':<27}" + "".join(f"{grand[s]:>22.1f} ({100 * grand[s] / total:>3.0f}%)" for s in STAGES) + f"{total:>9.1f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from .sections import *
 from .privacy import *
 from .data import *
 from .index import *
-from . import html, compliance, sections, privacy, data, index
+from .compare import *
+from . import html, compliance, sections, privacy, data, index, compare
 
-__all__ = [name for m in (html, compliance, sections, privacy, data, index,) for name in m.__all__]
+__all__ = [name for m in (html, compliance, sections, privacy, data, index, compare) for name in m.__all__]

@@ -18,15 +18,20 @@ from ..core.store import find_version, list_versions
 from ..core.format import headline_text
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_list', 'cmd_show', 'cmd_verify', 'cmd_reproduce', 'cmd_withdraw', 'cmd_deid', 'cmd_scrub',
-           'cmd_pseudonymise', 'cmd_keys', 'main']
+__all__ = ['cmd_run', 'cmd_list', 'cmd_show', 'cmd_verify', 'cmd_compare', 'cmd_reproduce', 'cmd_gc', 'cmd_withdraw', 'cmd_deid',
+           'cmd_scrub', 'cmd_pseudonymise', 'cmd_keys', 'main']
 
 # %% ../../nbs/10_run/03_cli.ipynb #c003
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medwb", description="Versioned, reproducible reports for medical AI models.")
-    p.add_argument("--settings", help="settings.ini to use (default: nearest one upwards, or $MEDWB_SETTINGS)")
-    p.add_argument("--reports-dir", help="override [medwb] reports_dir")
+    # --settings and --reports-dir are accepted before the subcommand and after it (SUPPRESS: an absent one does not
+    # overwrite one given at the other place)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--settings", default=argparse.SUPPRESS, help="settings.ini to use (default: nearest one upwards, or $MEDWB_SETTINGS)")
+    common.add_argument("--reports-dir", default=argparse.SUPPRESS, help="override [medwb] reports_dir")
+    p = argparse.ArgumentParser(prog="medwb", description="Versioned, reproducible reports for medical AI models.", parents=[common])
     sub = p.add_subparsers(dest="cmd", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)
     r = sub.add_parser("run", help="execute the run matrix (datasets × models × seeds)")
     r.add_argument("--datasets", help="comma-separated dataset names")
     r.add_argument("--models", help="comma-separated model names")
@@ -38,11 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, help="parallel jobs (0 = one per core)")
     r.add_argument("--executor", help="process, sequential or dask")
     r.add_argument("--scheduler", help="Dask scheduler address (implies --executor dask)")
-    sub.add_parser("list", help="list published versions and failed records")
+    ls = sub.add_parser("list", help="list published versions (stale ones marked) and failed records")
+    ls.add_argument("--dataset", help="only this dataset (comma-separated for several)")
+    ls.add_argument("--model", help="only this model (comma-separated for several)")
+    ls.add_argument("--status", help="only ok, stale or failed (comma-separated for several)")
+    g = sub.add_parser("gc", help="remove interrupted staging folders; --bulky: checkpoints/TensorBoard of old versions (dry run unless --apply)")
+    g.add_argument("--bulky", action="store_true", help="also checkpoints and TensorBoard files of versions neither newest of their model nor deployed")
+    g.add_argument("--apply", action="store_true", help="remove what the dry run lists")
     s = sub.add_parser("show", help="show one version's provenance and metrics")
     s.add_argument("version", help="version id or a unique prefix")
     v = sub.add_parser("verify", help="check SHA-256 of every file of one or all versions")
     v.add_argument("version", nargs="?", help="version id or prefix (default: all)")
+    cm = sub.add_parser("compare", help="two versions side by side: changed inputs, metrics with CIs, paired differences on shared test records")
+    cm.add_argument("new", help="version id or a unique prefix (the newer one)")
+    cm.add_argument("old", nargs="?", help="the version to compare it with (or --parent / --best)")
+    cm.add_argument("--parent", action="store_true", help="compare with the version's parent")
+    cm.add_argument("--best", action="store_true", help="compare with the best other version of the same dataset and task")
+    cm.add_argument("--n-boot", type=int, help="bootstrap resamples of the paired CIs (default: the version's n_boot)")
+    cm.add_argument("--json", action="store_true", help="print the comparison as JSON")
     rp = sub.add_parser("reproduce", help="re-execute a version and compare metrics.json exactly")
     rp.add_argument("version", help="version id or a unique prefix")
     w = sub.add_parser("withdraw", help="withdraw a subject: delete their records, pseudonym and mark versions stale")
@@ -101,11 +119,17 @@ def cmd_run(a, settings) -> int:
     return 1 if n["failed"] else 0
 
 def cmd_list(a, settings) -> int:
-    vs = list_versions(settings.reports_dir)
-    if not vs: print(f"no versions in {settings.reports_dir}"); return 0
+    from medwb.core.store import stale_versions
+    vs, stale = list_versions(settings.reports_dir), stale_versions(settings.reports_dir)
+    for v in vs:
+        if v["status"] == "ok" and v.get("version_id") in stale: v["status"] = "stale"   # as the index shows it: retrain
+    want = lambda s: {x.strip() for x in s.split(",") if x.strip()} if s else None
+    for key, allowed in (("dataset", want(a.dataset)), ("model", want(a.model)), ("status", want(a.status))):
+        if allowed: vs = [v for v in vs if str(v.get(key)) in allowed]
+    if not vs: print(f"no versions in {settings.reports_dir}" + (" match the filters" if a.dataset or a.model or a.status else "")); return 0
     print(_table([{"version": v.get("version_id"), "status": v["status"], "dataset": v.get("dataset"), "model": v.get("model"),
                    "seed": v.get("seed"), "created": (v.get("created") or "")[:19],
-                   "headline": headline_text(v.get("headline")) if v["status"] == "ok" else str(v.get("error", ""))[:60]} for v in vs],
+                   "headline": headline_text(v.get("headline")) if v["status"] in ("ok", "stale") else str(v.get("error", ""))[:60]} for v in vs],
                  ["version", "status", "dataset", "model", "seed", "created", "headline"]))
     return 0
 
@@ -130,10 +154,31 @@ def cmd_verify(a, settings) -> int:
         r = verify_manifest(p)
         problems = [f"{kind}: {f}" for kind in ("changed", "missing", "extra") for f in r[kind]]
         bad += bool(problems)
-        print(f"{'OK    ' if not problems else 'FAILED'} {p.name}  {p.parent.parent.name}/{p.parent.name}")
+        pruned = f"  ({len(r['pruned'])} bulky file(s) removed by medwb gc, hashes kept)" if r["pruned"] else ""
+        print(f"{'OK    ' if not problems else 'FAILED'} {p.name}  {p.parent.parent.name}/{p.parent.name}{pruned}")
         for x in problems: print(f"       {x}  ({p / x.split(': ', 1)[1]})")
     print(f"{len(paths) - bad} of {len(paths)} version(s) intact")
     return 1 if bad else 0
+
+def cmd_compare(a, settings) -> int:
+    from medwb.reports.compare import best_version, compare_versions, comparison_text, parent_of, write_compare_page
+    new = find_version(settings.reports_dir, a.new)
+    if sum(map(bool, (a.old, a.parent, a.best))) != 1:
+        raise MedwbError("compare needs exactly one of: a second version, --parent or --best")
+    if a.parent:
+        old_id = parent_of(new)
+        if not old_id: raise MedwbError(f"version {new.name} has no parent (it is the first version of {new.parent.parent.name}/{new.parent.name})")
+    elif a.best:
+        m = read_json(new / MANIFEST)
+        old_id = best_version(settings.reports_dir, m.get("dataset"), m.get("task"), exclude=new.name)
+        if not old_id: raise MedwbError(f"no other valid version of {m.get('dataset')} ({m.get('task')}) to compare {new.name} with")
+    else: old_id = a.old
+    old = find_version(settings.reports_dir, old_id)
+    r = compare_versions(new, old, kek_dir=settings.kek_dir, n_boot=a.n_boot)
+    page = write_compare_page(r, settings.reports_dir)
+    if a.json: print(json.dumps(r.as_dict(), indent=2, default=str, ensure_ascii=False))
+    else: print(comparison_text(r, page))
+    return 0
 
 def cmd_reproduce(a, settings) -> int:
     from medwb.run.execute import reproduce
@@ -142,6 +187,17 @@ def cmd_reproduce(a, settings) -> int:
     r = reproduce(path, settings)
     if r["input_changes"]:
         print(f"note: these inputs differ from when the version was made: {', '.join(r['input_changes'])}")
+    if not r["same_platform"]:
+        print("platform differs from the one that made this version (numbers are held to per-metric tolerances, not to exact equality):")
+        for c in r["platform_changes"]: print("  " + c)
+        if r["numbers_identical"]:
+            print(f"identical all the same: every number of metrics.json reproduced exactly ({r['seconds']:.1f}s)"); return 0
+        for c in r["metric_checks"]:
+            print(f"  {'within ' if c['ok'] else 'OUTSIDE'} {c['metric']}: {c['old']!r} → {c['new']!r}  {c['why']}")
+        others = len(r["differences"]) - len(r["metric_checks"])
+        verdict = "every metric within its tolerance" if r["within_tolerance"] else "some metrics OUTSIDE their tolerance"
+        print(f"{verdict} ({len(r['metric_checks'])} metric(s) differ; {others} other value(s) of metrics.json differ too; {r['seconds']:.1f}s)")
+        return 0 if r["within_tolerance"] else 1
     if r["identical"]: print(f"identical: metrics.json reproduced exactly ({r['seconds']:.1f}s)"); return 0
     if r["numbers_identical"]:
         print(f"identical metrics: every number of metrics.json reproduced exactly ({r['seconds']:.1f}s); "
@@ -151,6 +207,18 @@ def cmd_reproduce(a, settings) -> int:
     print(f"DIFFERENT: {len(r['differences'])} value(s) differ:")
     for d in r["differences"][:50]: print("  " + d)
     return 1
+def cmd_gc(a, settings) -> int:
+    from medwb.core.store import gc_apply, gc_plan
+    plan = gc_plan(settings.reports_dir, bulky=a.bulky)
+    if not plan: print(f"nothing to remove in {settings.reports_dir}" + ("" if a.bulky else " (--bulky also looks at checkpoints and TensorBoard files)")); return 0
+    mb = lambda b: f"{b / 1e6:.1f} MB"
+    print(_table([{"kind": p["kind"], "size": mb(p["bytes"]), "path": p["path"], "why": p["why"]} for p in plan], ["kind", "size", "path", "why"]))
+    total = sum(p["bytes"] for p in plan)
+    if not a.apply: print(f"\ndry run: {len(plan)} item(s), {mb(total)}; run again with --apply to remove them"); return 0
+    freed = gc_apply(settings.reports_dir, plan)
+    print(f"\nremoved {len(plan)} item(s), {mb(freed)} freed; published versions verify (pruned files are recorded in _gc.json)")
+    return 0
+
 def _key(path: str | None, settings):
     from medwb.privacy.pseudonyms import KeyStore
     return KeyStore.load(path, data_dirs=[settings.data_dir] if settings else [])
@@ -181,6 +249,9 @@ def cmd_deid(a, settings) -> int:
     res = deidentify_folder(a.src, a.dst, options=set(a.option), key=key._key)
     print(_table([{"status": k, "files": v} for k, v in res.counts().items()], ["status", "files"]))
     if len(res.unparsable): print(f"{len(res.unparsable)} unparsable file(s): see {res.log_dir / 'unparsable.csv'}")
+    if len(res.warnings):   # invalid values in the input files, grouped by kind (values blanked)
+        print(f"{int(res.warnings['count'].sum())} warning(s) about invalid input values in {int(res.report['warnings'].fillna(0).gt(0).sum())} file(s), "
+              f"{len(res.warnings)} kind(s); most frequent: {res.warnings['warning'].iloc[0]} — all in {res.log_dir / 'warnings.csv'}")
     print(f"report: {res.log_dir / 'report.csv'} (quarantined originals in {res.log_dir / 'quarantine'})")
     return 0
 
@@ -253,6 +324,7 @@ _NO_SETTINGS = ("scrub", "deid", "pseudonymise", "keys")
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `medwb` command."
     a = _parser().parse_args(argv)
+    a.settings, a.reports_dir = getattr(a, "settings", None), getattr(a, "reports_dir", None)
     try:
         over = {"reports_dir": a.reports_dir}
         if a.cmd == "run":
@@ -265,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = None
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce,
                 "withdraw": cmd_withdraw, "deid": cmd_deid, "scrub": cmd_scrub, "pseudonymise": cmd_pseudonymise,
-                "keys": cmd_keys}[a.cmd](a, settings)
+                "keys": cmd_keys, "gc": cmd_gc, "compare": cmd_compare}[a.cmd](a, settings)
     except MedwbError as e:
         print(f"medwb: error: {e}", file=sys.stderr)
         return 2
