@@ -363,7 +363,7 @@ def test_stale_marks_live_outside_the_immutable_versions(reg, world):
     sv = stale_versions(reports)
     assert set(sv) == {"v1", "v2"} and "consent withdrawn" in sv["v1"]
     for d in reports.glob("*/*/*"):
-        assert verify_manifest(d) == {"changed": [], "missing": [], "extra": []} and not (d / "stale.json").exists()
+        assert verify_manifest(d) == {"changed": [], "missing": [], "extra": [], "pruned": []} and not (d / "stale.json").exists()
     st = read_json(reports / STALE_FILE)
     s1_records = set(frame.record_id[frame.subject == "s1"])
     assert st["versions"]["v1"]["events"][0]["records_in_predictions"] == len(s1_records & {"r0000", "r0001"})

@@ -39,7 +39,7 @@ def test_matrix_runs_every_imaging_job(run):
     assert st == {("breast_cancer", "data"): "ok", ("breast_cancer", "dummy"): "ok", ("tiny", "small_cnn"): "ok",
                   ("tinyc", "small_cnn"): "ok", ("tiny", "unet"): "ok"}, [r.get("error") for r in res]
     for r in res:
-        assert verify_manifest(r["path"]) == {"changed": [], "missing": [], "extra": []}
+        assert verify_manifest(r["path"]) == {"changed": [], "missing": [], "extra": [], "pruned": []}
     assert "tiny" in (settings.reports_dir / "index.html").read_text()
 
 

@@ -44,7 +44,7 @@ def test_withdrawal_deletes_only_that_subject_and_marks_versions_stale(tmp_path)
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "stale" in index and "retrain: data withdrawn" in index
     for m in (tmp_path / "reports").glob("*/*/*/manifest.json"):                              # versions themselves untouched
-        assert verify_manifest(m.parent) == {"changed": [], "missing": [], "extra": []}
+        assert verify_manifest(m.parent) == {"changed": [], "missing": [], "extra": [], "pruned": []}
 
 
 SENSITIVE_SUFFIXES = (".csv", ".joblib", ".pt", ".npz", ".parquet", ".npy", ".pkl")
@@ -67,7 +67,7 @@ def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
         plain = [f.relative_to(p).as_posix() for f in p.rglob("*") if f.is_file() and f.name.endswith(SENSITIVE_SUFFIXES)]
         assert not plain, f"{p.parent.name} left patient-level files in plain text: {plain}"
         assert any(f.name.endswith(".enc") for f in p.rglob("*")), p
-        assert verify_manifest(p) == {"changed": [], "missing": [], "extra": []}
+        assert verify_manifest(p) == {"changed": [], "missing": [], "extra": [], "pruned": []}
         facts = read_json(p / "metrics.json")["privacy"]["encryption"]
         assert facts["at_rest"] and facts["kek_id"] == "kek-0001", (p, facts)
     names = set(read_json(next(p for p in versions if p.parent.name == "small_cnn") / "manifest.json")["files"])
@@ -77,7 +77,7 @@ def test_encryption_at_rest_in_the_run_and_key_rotation(tmp_path):
     v = next((tmp_path / "reports" / "breast_cancer" / "dummy").glob("*/manifest.json")).parent
     names = set(read_json(v / "manifest.json")["files"])
     assert {"predictions.csv.enc", "model.joblib.enc"} <= names and not ({"predictions.csv", "model.joblib"} & names)
-    assert verify_manifest(v) == {"changed": [], "missing": [], "extra": []}
+    assert verify_manifest(v) == {"changed": [], "missing": [], "extra": [], "pruned": []}
     m = read_json(v / "metrics.json")
     assert m["privacy"]["encryption"]["at_rest"] and m["privacy"]["encryption"]["kek_id"] == "kek-0001"
     assert "encrypted" in (v / "report.html").read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['HEADLINE', 'fmt_num', 'fmt_ci', 'headline', 'headline_text']
+__all__ = ['LOWER_IS_BETTER', 'HEADLINE', 'fmt_num', 'fmt_ci', 'higher_is_better', 'headline', 'headline_text']
 
 # %% ../../nbs/00_core/05_format.ipynb #c004
 def fmt_num(v, digits: int = 4) -> str:
@@ -21,6 +21,12 @@ def fmt_ci(c: dict, digits: int = 4) -> str:
     return "CI –" if c.get("lo") is None else f"{c['lo']:+.{digits}f} to {c['hi']:+.{digits}f}"
 
 # %% ../../nbs/00_core/05_format.ipynb #c007
+LOWER_IS_BETTER = frozenset({"brier", "mse", "rmse", "mae", "ece", "false_lesions_per_image", "empty_fp_rate"})   # errors and losses
+
+def higher_is_better(metric: str) -> bool:
+    "Whether a larger `metric` is better: False for the errors and losses named in `LOWER_IS_BETTER`, True otherwise."
+    return metric not in LOWER_IS_BETTER
+
 HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae"),
             "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall"),
             "image_classification": ("roc_auc", "accuracy", "sensitivity", "specificity", "pointing_game"),

@@ -15,15 +15,16 @@ import pandas as pd
 from ..core.settings import MIN_SUBGROUP_N, MedwbError, N_BOOT
 from ..core.io import atomic_write_text, read_json
 from ..core.store import FAILED_JSON, MANIFEST, compare_page, list_versions, stale_versions, verify_manifest
-from ..core.format import HEADLINE, fmt_num
+from ..core.format import HEADLINE, LOWER_IS_BETTER, fmt_num
 from ..privacy.crypto import KekStore, decrypt_bytes
 from ..evaluation.clinical import compare as paired_compare, decision_curve
 from ..evaluation.uncertainty import mean_ci
 from .html import html_page
+from .index import leaderboard
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'NO_EVIDENCE', 'input_fields', 'input_changes', 'verdict', 'Comparison', 'compare_versions',
-           'write_compare_page', 'comparison_text', 'parent_of', 'best_version']
+__all__ = ['NO_EVIDENCE', 'input_fields', 'input_changes', 'verdict', 'Comparison', 'compare_versions', 'write_compare_page',
+           'comparison_text', 'parent_of', 'best_version']
 
 # %% ../../nbs/09_reports/09_compare.ipynb #c010
 _FAMILY = {"classification": "classification", "image_classification": "classification",
@@ -121,7 +122,6 @@ def _short(field: str, v) -> str:
     return str(v)
 
 # %% ../../nbs/09_reports/09_compare.ipynb #c030
-LOWER_IS_BETTER = frozenset({"brier", "mse", "rmse", "mae", "ece", "false_lesions_per_image", "empty_fp_rate"})
 _COUNTS = frozenset({"n", "events", "tp", "fp", "tn", "fn", "threshold", "rows_in", "rows_out", "dropped", "ingest_dropped",
                      "qc_issues", "qc_issues_after", "corrections"})
 NO_EVIDENCE = "difference within its CI: no evidence of change"
@@ -535,12 +535,7 @@ def best_version(reports_dir: Path | str,     # the reports folder
                  task: str,                   # task of the versions (classification, regression, ...)
                  exclude: str | None = None,  # a version id to leave out (the version being compared)
                 ) -> str | None:
-    "The id of the published, not stale, version of `dataset` and `task` with the best headline metric; None if there is none."
+    "The newest version of the top-ranked model of `dataset` and `task` on the index's leaderboard (not stale; not `exclude`); None if there is none."
     if task not in HEADLINE: raise MedwbError(f"unknown task {task!r}; choose one of {', '.join(HEADLINE)}")
-    if _FAMILY.get(task) == "data": return None
-    metric, stale = HEADLINE[task][0], stale_versions(reports_dir)
-    sign = -1 if metric in LOWER_IS_BETTER else 1
-    cands = [v for v in list_versions(reports_dir, failed=False)
-             if v.get("status") == "ok" and v.get("dataset") == dataset and v.get("task") == task and v.get("version_id")
-             and v["version_id"] not in stale and v["version_id"] != exclude and _scalar((v.get("headline") or {}).get(metric))]
-    return max(cands, key=lambda v: sign * v["headline"][metric])["version_id"] if cands else None   # first maximum: newest
+    board = leaderboard(list_versions(reports_dir, failed=False), stale_versions(reports_dir)).get((dataset, task), [])
+    return next((e["current"]["version_id"] for e in board if e["rank"] is not None and e["current"].get("version_id") != exclude), None)
