@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 import pandas as pd
 from .settings import MedwbError
-from .hashing import sha256_file
+from .hashing import hash_json, sha256_file
 from .io import read_json, write_json
 
 # %% auto #0
 __all__ = ['MANIFEST', 'GC_FILE', 'FAILED_DIR', 'STAGING_DIR', 'FAILED_JSON', 'COMPARE_DIR', 'STALE_FILE', 'DEPLOYED_FILE',
-           'BULKY', 'file_hashes', 'write_manifest', 'verify_manifest', 'compare_page', 'version_dir', 'list_versions',
-           'find_version', 'latest_version', 'mark_stale', 'stale_versions', 'deployed_versions', 'gc_plan', 'gc_apply']
+           'BULKY', 'file_hashes', 'write_manifest', 'verify_manifest', 'compare_page', 'seed_key', 'version_dir',
+           'list_versions', 'find_version', 'latest_version', 'mark_stale', 'stale_versions', 'deployed_versions',
+           'gc_plan', 'gc_apply']
 
 # %% ../../nbs/00_core/04_store.ipynb #c024
 MANIFEST = "manifest.json"
@@ -60,6 +61,11 @@ COMPARE_DIR = "_compare"   # comparison pages of two versions (`medwb compare`),
 def compare_page(reports_dir: Path | str, new: str, old: str) -> Path:
     "Where the comparison page of version `new` against version `old` is written."
     return Path(reports_dir) / COMPARE_DIR / f"{new}-vs-{old}.html"
+
+def seed_key(v: dict) -> str | None:
+    "What versions must share to be seeds of one experiment: dataset, model and every input but the seed, hashed (None without inputs)."
+    inputs = {k: x for k, x in (v.get("inputs") or {}).items() if k != "seed"}
+    return hash_json({"dataset": v.get("dataset"), "model": v.get("model"), "inputs": inputs}) if inputs else None
 
 def version_dir(reports_dir: Path | str, dataset: str, model: str, version_id: str) -> Path:
     "Where version `version_id` of `model` on `dataset` is published."

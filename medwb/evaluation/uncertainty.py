@@ -16,7 +16,7 @@ from ..core.settings import N_BOOT
 # %% auto #0
 __all__ = ['THRESHOLD_FREE', 'bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'percentile_interval',
            'record_resample_weights', 'bootstrap_metrics', 'confidence_intervals', 'mean_ci', 'paired_differences',
-           'delong_test']
+           'delong_test', 'pointing_verdicts']
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c004
 _TASKS = ("classification", "regression")
@@ -297,3 +297,17 @@ def delong_test(y,          # 0/1 outcomes
     se = float(np.sqrt(var)); zv = res["difference"] / se; q = stats.norm.ppf(0.975)
     return res | {"se": se, "z": zv, "p_value": float(2 * stats.norm.sf(abs(zv))),
                   "ci_lo": float(res["difference"] - q * se), "ci_hi": float(res["difference"] + q * se)}
+
+# %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c091
+def pointing_verdicts(rows) -> dict[str, bool]:
+    "Per heat-map method: is the model's pointing game better than both controls (its 95% CI above theirs)? `rows`: localisation rows (method, control, pointing_hit_lo/hi)."
+    import math
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    by = {(r.get("method"), r.get("control")): r for r in rows or [] if isinstance(r, dict)}
+    out = {}
+    for (method, control), r in by.items():
+        ctl = [by.get((method, c)) or {} for c in ("random map", "randomised weights")]
+        if control == "model" and num(r.get("pointing_hit_lo")) and all(num(c.get("pointing_hit_hi")) for c in ctl):
+            out[str(method)] = bool(r["pointing_hit_lo"] > max(c["pointing_hit_hi"] for c in ctl))
+    return out
+

@@ -13,6 +13,7 @@ import torch
 
 from ..core.settings import MedwbError
 from ..core.settings import N_BOOT
+from ..evaluation.uncertainty import pointing_verdicts
 
 # %% auto #0
 __all__ = ['METHODS', 'CONTROLS', 'METRICS', 'GROUPS', 'attribute', 'random_maps', 'randomise_weights', 'map_similarity',
@@ -251,10 +252,10 @@ def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
 
 def localisation_verdicts(loc: pd.DataFrame) -> list[str]:
     "One sentence per method: is its pointing game better than both controls (non-overlapping 95% CIs)?"
-    g, out = loc.set_index(["method", "control"]), []
+    g, out, verdict = loc.set_index(["method", "control"]), [], pointing_verdicts(loc.to_dict("records"))
     for m in METHODS:
         mod, ran, rw = g.loc[(m, "model")], g.loc[(m, "random map")], g.loc[(m, "randomised weights")]
-        better = mod["pointing_hit_lo"] > max(ran["pointing_hit_hi"], rw["pointing_hit_hi"])
+        better = verdict.get(m, False)
         out.append(f"**{m}**: pointing game {mod['pointing_hit']:.2f} against {ran['pointing_hit']:.2f} (random maps) and "
                    f"{rw['pointing_hit']:.2f} (randomised weights; Spearman similarity {rw['spearman_vs_model']:.2f}) — "
                    + ("better than both controls (the CIs do not overlap)" if better else "**not clearly better than both controls**"))

@@ -26,6 +26,9 @@ from ..imaging.networks import cam_layer, fit, make_network, network_task, plot_
 from ..imaging.segmentation import draw_annotations, lesion_table, postprocess, segmentation_metrics, segmentation_summary
 from ..explain import images as XI
 from ..datasets.builtin import load_imaging_dataset
+from ..core.io import read_json
+from ..core.store import list_versions, seed_key
+from ..evaluation.uncertainty import pointing_verdicts
 from ..datasets.imaging import card_rows, shortcut_check
 from .compliance import banner_html, load_project, use_table
 from .sections import (Report, applies, calibration_table, ci_table, classification_figures, comparison_table,
@@ -296,6 +299,30 @@ class ImagingReport(Report):
         yield f"{len(lt)} predicted lesions on {len(te)} test images (all listed in `lesions.csv`); the first 20:"
         yield lt.head(20).round(2).set_index(["id", "lesion"])
 
+    def _seed_finding(self) -> tuple[str, str]:
+        "Whether this run's localisation verdicts hold in the other seeds of the same configuration published so far."
+        if self.seg or self.record.get("localisation") is None:
+            return ("single split and seed", "One split and one seed; repeat with other seeds (`--seeds`) to see training variance.")
+        others = []
+        me = seed_key({"dataset": self.dataset, "model": self.model, "inputs": self.provenance.get("inputs") or {}})
+        if me and self.S.reports_dir and Path(self.S.reports_dir).is_dir():
+            for v in list_versions(self.S.reports_dir, failed=False):
+                if v.get("seed") != self.seed and seed_key(v) == me and (Path(v["path"]) / "metrics.json").exists():
+                    others.append((v["seed"], pointing_verdicts(read_json(Path(v["path"]) / "metrics.json").get("localisation"))))
+        mine = pointing_verdicts(self.record["localisation"].to_dict("records")) if isinstance(self.record.get("localisation"), pd.DataFrame) else {}
+        if not others:
+            return ("single split and seed", "One split and one seed, and no other seed of this configuration was published before this one: a "
+                    "last-digit difference in training moved a pointing game by 0.2, so this run's localisation verdict is not evidence by "
+                    "itself. Run several seeds (`--seeds 0,1,2`); the index's seed summary (`seeds.html`) gives the spread.")
+        flips = sorted({m for _, v in others for m in mine if m in v and v[m] != mine[m]})
+        seeds = ", ".join(str(s) for s, _ in sorted(others))
+        if flips:
+            return ("localisation verdict does not hold across seeds",
+                    f"The verdict of {', '.join(flips)} differs between this seed ({self.seed}) and seed(s) {seeds}: do not claim the heat "
+                    "maps point at the lesion; see the seed summary (`seeds.html`).")
+        return ("verdict held across seeds", f"The localisation verdicts of this seed ({self.seed}) agree with seed(s) {seeds} published "
+                "before it; the seed summary (`seeds.html`) gives the spread.")
+
     def limitations(self):
         "Findings and actions written from this report's numbers."
         rec, n_test = self.record, len(self.parts[2])
@@ -305,6 +332,6 @@ class ImagingReport(Report):
         if not self.seg and rec.get("localisation") is not None:
             lim.append(("heat maps are not segmentations", "Even a map that points at the lesion is coarse (Grad-CAM works at the last block's resolution); do not read lesion extent from it."))
         if rec.get("shortcut"): lim.append(("shortcut learning", "This control model relies on a marker; its discrimination does not transfer to marker-free images (section 7)."))
-        lim.append(("single split and seed", "One split and one seed; repeat with other seeds (`--seeds`) to see training variance."))
+        lim.append(self._seed_finding())
         rec["limitations"] = [dict(finding=a, action=b) for a, b in lim]
         yield pd.DataFrame(lim, columns=["finding", "action"]).set_index("finding")

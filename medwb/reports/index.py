@@ -17,12 +17,13 @@ from ..core.format import HEADLINE, LOWER_IS_BETTER, higher_is_better
 from ..core.hashing import hash_json
 from ..core.io import atomic_write_text, read_json
 from ..core.settings import MedwbError
-from ..core.store import FAILED_JSON, MANIFEST, compare_page, list_versions, stale_versions
+from ..evaluation.uncertainty import pointing_verdicts as _verdicts
+from ..core.store import seed_key, FAILED_JSON, MANIFEST, compare_page, list_versions, stale_versions
 from .html import html_page
 
 # %% auto #0
-__all__ = ['BASELINES', 'MODEL_TASKS', 'INDEX_CSS', 'INDEX_JS', 'rank_metric', 'group_of', 'leaderboard', 'lineage', 'seed_key',
-           'pointing_verdicts', 'seed_summary', 'index_page', 'seeds_page', 'write_index']
+__all__ = ['BASELINES', 'MODEL_TASKS', 'INDEX_CSS', 'INDEX_JS', 'rank_metric', 'group_of', 'leaderboard', 'lineage',
+           'seed_summary', 'index_page', 'seeds_page', 'write_index']
 
 # %% ../../nbs/09_reports/08_index.ipynb #c011
 BASELINES = ("dummy",)   # models that set the floor a real model must clear
@@ -86,22 +87,6 @@ def lineage(version_id: str, by_id: dict[str, dict]) -> list[str]:
     return out
 
 # %% ../../nbs/09_reports/08_index.ipynb #c041
-def seed_key(v: dict) -> str | None:
-    "What versions must share to be seeds of one experiment: every input but the seed, hashed (None without inputs)."
-    inputs = {k: x for k, x in (v.get("inputs") or {}).items() if k != "seed"}
-    return hash_json({"dataset": v.get("dataset"), "model": v.get("model"), "inputs": inputs}) if inputs else None
-
-def pointing_verdicts(metrics: dict) -> dict[str, bool]:
-    "Per heat-map method in a metrics.json: is the model's pointing game better than both controls (95% CIs apart)?"
-    # the rule of medwb.explain.images.localisation_verdicts, read from the stored rows (that module imports torch)
-    rows = {(r.get("method"), r.get("control")): r for r in metrics.get("localisation") or [] if isinstance(r, dict)}
-    out = {}
-    for (method, control), r in rows.items():
-        ctl = [rows.get((method, c)) or {} for c in ("random map", "randomised weights")]
-        if control == "model" and _num(r.get("pointing_hit_lo")) and all(_num(c.get("pointing_hit_hi")) for c in ctl):
-            out[str(method)] = r["pointing_hit_lo"] > max(c["pointing_hit_hi"] for c in ctl)
-    return out
-
 def _run_ci(v: dict, metric: str, metrics: dict) -> tuple[float, float] | None:
     "A run's 95% CI of `metric`: metrics.json `ci`, else the manifest headline, else (pointing game) the Grad-CAM localisation row."
     c = (metrics.get("ci") or {}).get(metric) or {}
@@ -141,7 +126,7 @@ def seed_summary(versions: list[dict],                  # manifests as `list_ver
                              wide=typical is not None and max(ok) - min(ok) > typical))
         verdicts = []
         if first.get("task") == "image_classification":
-            per = [pointing_verdicts(m) for m in mj]
+            per = [_verdicts(m.get("localisation")) for m in mj]
             for method in dict.fromkeys(k for p in per for k in p):
                 by = [p.get(method) for p in per]
                 verdicts.append(dict(method=method, by_seed=by, differs=len({b for b in by if b is not None}) > 1))
