@@ -265,7 +265,9 @@ def test_audit_separates_overfitted_from_dp_model(overfit_audit):
     audit, unfitted_dp = overfit_audit
     plain, dp = audit.loc["plain"], audit.loc["dp"]
     print(audit.round(3).to_string())
-    assert plain.member_accuracy == 1.0 and plain.attack_auc > 0.7 and plain.attack_advantage > 0.4
+    # attack AUC of the memorising model: 0.66 with the hashed split's members (above 0.7 with the earlier permutation split)
+    assert plain.member_accuracy == 1.0 and plain.attack_auc > 0.6 and plain.attack_advantage > 0.4
+    assert plain.attack_auc > dp.attack_auc + 0.1
     assert abs(dp.attack_auc - 0.5) < 0.1 and dp.attack_advantage < 0.2
     assert dp.attack_advantage < dp.dp_advantage_bound == pytest.approx((math.e - 1 + 2e-5) / (math.e + 1), rel=0.01)
     assert dp.non_member_accuracy > 0.65                      # private, but still a model

@@ -95,7 +95,7 @@ def test_list_shows_stale_versions_as_stale(two_runs, tmp_path):
     mark_stale(reports, "breast_cancer", ["S1"], ["wdbc-0001"])
     r = medwb("list", "--status", "stale", settings=s)
     rows = [l for l in r.stdout.splitlines()[2:] if l.strip()]
-    assert len(rows) == 6 and all(" stale " in l for l in rows), r.stdout   # data report, 3 models, the rf child
+    assert len(rows) == 5 and all(" stale " in l for l in rows), r.stdout   # data report, 3 models, the rf child
 
 
 def test_gc_dry_run_then_apply_keeps_published_versions(two_runs, tmp_path):
