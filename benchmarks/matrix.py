@@ -105,15 +105,17 @@ def main():
     print(f"{'one model parameter changed':<34}{t_change:>9.1f}{t_change / t_cold:>10.3f}   {s_change}")
     if seq: print(f"{'sequential (1 worker)':<34}{seq[0]:>9.1f}{seq[0] / t_cold:>10.2f}   {seq[1]}")
     print(f"\nwhere the time goes ({n_jobs} jobs published by the cold run and the changed one; seconds per job, mean):")
-    print(f"{'job kind':<22}{'jobs':>5}" + "".join(f"{s:>28}" for s in STAGES) + f"{'total':>9}{'job-s':>9}")
+    print("  " + "; ".join(f"[{i + 1}] {s}" for i, s in enumerate(STAGES)))
+    print(f"{'job kind':<22}{'jobs':>5}" + "".join(f"{f'[{i + 1}]':>8}" for i in range(len(STAGES))) + f"{'total':>9}{'job-s':>9}")
     grand = defaultdict(float)
     for kind, st in sorted(bd.items()):
         n = len(st["training"])
         means = {s: sum(st[s]) / n for s in STAGES}
         for s in STAGES: grand[s] += sum(st[s])
-        print(f"{kind:<22}{n:>5}" + "".join(f"{means[s]:>28.1f}" for s in STAGES) + f"{sum(means.values()):>9.1f}{sum(sum(st[s]) for s in STAGES):>9.1f}")
+        print(f"{kind:<22}{n:>5}" + "".join(f"{means[s]:>8.1f}" for s in STAGES) + f"{sum(means.values()):>9.1f}{sum(sum(st[s]) for s in STAGES):>9.1f}")
     total = sum(grand.values())
-    print(f"{'all jobs (job-s)':<27}" + "".join(f"{grand[s]:>22.1f} ({100 * grand[s] / total:>3.0f}%)" for s in STAGES) + f"{total:>9.1f}")
+    print(f"{'all jobs, job-s':<27}" + "".join(f"{grand[s]:>8.1f}" for s in STAGES) + f"{'':>9}{total:>9.1f}")
+    print(f"{'share':<27}" + "".join(f"{100 * grand[s] / total:>7.0f}%" for s in STAGES))
 
 
 if __name__ == "__main__":
