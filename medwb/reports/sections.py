@@ -335,7 +335,7 @@ def card_table(card: dict) -> pd.DataFrame:
     "The descriptive fields of a dataset card (the column dictionary is shown separately)."
     keys = ["title", "source", "licence", "description", "sites", "collected", "consent_basis", "task", "target",
             "target_coding", "reference_standard", "positive_class", "n_rows", "n_features", "n_positive", "prevalence",
-            "target_mean", "target_sd", "subgroups", "fingerprint"]
+            "target_mean", "target_sd", "subgroups", "fingerprint", "warnings"]   # warnings: e.g. zeros that look like 'not measured'
     return pd.DataFrame({"value": [str(card[k]) for k in keys if k in card]}, index=[k for k in keys if k in card])
 
 def model_table(pipeline) -> pd.DataFrame:
