@@ -118,7 +118,8 @@ def input_changes(new: dict, old: dict) -> tuple[list[dict], int]:
 def _short(field: str, v) -> str:
     "An input value for a table: hashes shortened to 12 characters, None as 'absent'."
     if v is None: return _NOT_RECORDED
-    if field in _HASHES and isinstance(v, str) and len(v) > 12: return v[:12]
+    if field in _HASHES and isinstance(v, str) and len(v) > 12:   # a commit's "-dirty" (uncommitted changes) stays visible
+        return v[:12] + ("-dirty" if v.endswith("-dirty") else "")
     return str(v)
 
 # %% ../../nbs/09_reports/09_compare.ipynb #c030
