@@ -97,14 +97,13 @@ ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENAB
 def cpu_isa_level() -> tuple[str, str]:
     "(processor model, highest of ISA_LEVELS it supports), from /proc/cpuinfo where there is one; MEDWB_SIMULATE_ISA lowers the level."
     import os, platform
-    model, flags = platform.processor() or platform.machine(), set()
+    info = {}
     try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-        for line in info.splitlines():
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():   # the first processor's entries
             k, _, v = line.partition(":")
-            if k.strip() == "model name" and model in ("", platform.machine(), platform.processor()): model = v.strip()
-            elif k.strip() == "flags" and not flags: flags = set(v.split())
+            info.setdefault(k.strip(), v.strip())
     except OSError: pass
+    model, flags = info.get("model name") or platform.processor() or platform.machine(), set(info.get("flags", "").split())
     level = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse4.2" if "sse4_2" in flags else "baseline"
     sim = os.environ.get("MEDWB_SIMULATE_ISA", "").strip().lower()
     if sim in ISA_LEVELS and ISA_LEVELS.index(sim) < ISA_LEVELS.index(level): level = sim
@@ -128,8 +127,8 @@ def platform_record(env: dict | None = None) -> dict:
     import numpy as np
     e = {**os.environ, **(env or {})}
     model, level = cpu_isa_level()
-    try: blas = [f"{d['name']} {d['version']}" for d in [np.show_config(mode="dicts")["Build Dependencies"]["blas"]]][0]
-    except Exception: blas = None
+    try: d = np.show_config(mode="dicts")["Build Dependencies"]["blas"]; blas = f"{d['name']} {d['version']}"
+    except (KeyError, TypeError): blas = None
     rec = {"machine": platform.machine(), "system": platform.system(), "cpu": model, "isa": level,
            "isa_limits": {k: e[k] for k in ISA_LIMITS if e.get(k)},
            "threads": {k: e.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
