@@ -1411,6 +1411,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'medwb/run/execute.py'),
                                    'medwb.run.execute._diff': ('10_run/execute.html#_diff', 'medwb/run/execute.py'),
                                    'medwb.run.execute._execute': ('10_run/execute.html#_execute', 'medwb/run/execute.py'),
+                                   'medwb.run.execute._ipc_kernel_manager': ( '10_run/execute.html#_ipc_kernel_manager',
+                                                                              'medwb/run/execute.py'),
                                    'medwb.run.execute._now': ('10_run/execute.html#_now', 'medwb/run/execute.py'),
                                    'medwb.run.execute._progress_line': ('10_run/execute.html#_progress_line', 'medwb/run/execute.py'),
                                    'medwb.run.execute._record_failure': ('10_run/execute.html#_record_failure', 'medwb/run/execute.py'),

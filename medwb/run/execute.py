@@ -29,6 +29,16 @@ __all__ = ['TOLERANCES', 'execute_report', 'run_job', 'check_writable', 'run_mat
            'reproduce']
 
 # %% ../../nbs/10_run/02_execute.ipynb #c012
+def _ipc_kernel_manager():
+    "A jupyter_client kernel manager that uses Unix sockets under a fresh, unique path."
+    from jupyter_client.manager import AsyncKernelManager
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"   # socket files <ip>-1 ... <ip>-5, removed when the kernel shuts down
+            self.ip = os.path.join(tempfile.gettempdir(), f"medwb-kernel-{uuid.uuid4().hex[:16]}")
+    return IPCKernelManager
+
 def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
     "Execute `job`'s report notebook into `out_dir` (report.ipynb, report.html, metrics.json, ...); return the metrics."
     import papermill as pm
@@ -36,7 +46,7 @@ def execute_report(job: Job, out_dir: Path, provenance: dict) -> dict:
     nb = out_dir / "report.ipynb"
     pm.execute_notebook(job.template, str(nb), parameters=job.parameters(".", provenance), cwd=str(out_dir),
                         kernel_name=ensure_kernel(job.settings.get("cpu_isa", "avx2")), progress_bar=False, log_output=False,
-                        request_save_on_cell_execute=False)
+                        request_save_on_cell_execute=False, kernel_manager_class=_ipc_kernel_manager())
     title = f"{job.dataset} / {job.model} — version {provenance.get('version_id', 'draft')}"
     (out_dir / "report.html").write_text(notebook_to_html(nb, title), encoding="utf-8")
     if not (out_dir / "metrics.json").exists(): raise MedwbError(f"{job.template} did not write metrics.json")
