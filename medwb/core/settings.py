@@ -65,6 +65,7 @@ class Settings:
     dataset_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [dataset.NAME]
     imaging: tuple = ()               # imaging run matrix: (dataset, network) pairs (clause 6.2.3)
     imaging_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [imaging.NAME]
+    serve: dict = field(default_factory=dict)          # the prediction service's settings, raw, from [serve] (read by medwb.serve.gate)
 
     def evaluation_config(self) -> dict:
         "The evaluation settings that determine a result (only those the chosen design uses): what a model job hashes."
@@ -183,7 +184,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if cpu_isa not in CPU_ISAS: raise SettingsError(f"settings.ini [medwb] cpu_isa = {cpu_isa!r}; choose one of {', '.join(CPU_ISAS)}")
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
-    model_params, dataset_specs, imaging_specs = {}, {}, {}
+    model_params, dataset_specs, imaging_specs, serve = {}, {}, {}, {}
     for sec in cp.sections():
         kind, _, name = sec.partition(".")
         if kind == "model" and name:
@@ -192,8 +193,10 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
             dataset_specs[name] = dict(cp[sec])
         elif kind == "imaging" and name:
             imaging_specs[name] = dict(cp[sec])
+        elif sec == "serve":
+            serve = dict(cp[sec])
         elif sec != "medwb":
-            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME] or [imaging.NAME])")
+            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME] or [serve])")
     imaging = _imaging_pairs(raw.get("imaging") or "")
     return Settings(path=path.resolve(), data_dir=(root / str(raw["data_dir"]).strip()).resolve(),
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),
@@ -204,7 +207,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler, cpu_isa=cpu_isa,
-                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs)
+                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve)
 
 # %% ../../nbs/00_core/01_settings.ipynb #c014
 def seed_everything(seed: int) -> np.random.Generator:
