@@ -1584,6 +1584,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'medwb.serve.cli.add_serve_commands': ('11_serve/cli.html#add_serve_commands', 'medwb/serve/cli.py'),
                                  'medwb.serve.cli.cmd_audit': ('11_serve/cli.html#cmd_audit', 'medwb/serve/cli.py'),
                                  'medwb.serve.cli.cmd_deploy': ('11_serve/cli.html#cmd_deploy', 'medwb/serve/cli.py'),
+                                 'medwb.serve.cli.cmd_dockerfile': ('11_serve/cli.html#cmd_dockerfile', 'medwb/serve/cli.py'),
                                  'medwb.serve.cli.cmd_serve': ('11_serve/cli.html#cmd_serve', 'medwb/serve/cli.py'),
                                  'medwb.serve.cli.cmd_undeploy': ('11_serve/cli.html#cmd_undeploy', 'medwb/serve/cli.py'),
                                  'medwb.serve.cli.cmd_users': ('11_serve/cli.html#cmd_users', 'medwb/serve/cli.py'),

@@ -85,6 +85,7 @@ def _rows(n: int, shift: dict | None = None, seed: int = 0) -> list[dict]:
     X = load_breast_cancer(as_frame=True).frame.drop(columns="target")
     rng = np.random.default_rng(seed)
     S = X.iloc[rng.integers(0, len(X), n)].copy()
+    S = S + np.abs(rng.normal(0, 1e-6, S.shape)) * X.std().to_numpy()   # distinct patients: the service checks drift on distinct rows only
     for f, k in (shift or {}).items(): S[f] = S[f] + k * X[f].std()
     return [{"patient": f"P{seed}-{i}", "features": {k: float(v) for k, v in r.items()}} for i, r in enumerate(S.to_dict("records"))]
 
@@ -220,3 +221,34 @@ def test_load_against_the_plain_baseline_and_fuzzing_find_no_errors(project, ser
     assert len(table) >= 2 and (table["error_rate"] == 0).all(), table.to_string()
     f = fuzz(server["app"], token=t["doctor"], max_examples=8)
     assert f["server_errors"] == 0, f
+
+
+def test_dockerfile_for_a_deployable_version_only(project):
+    s, d = project["settings"], project["dir"]
+    r = medwb("dockerfile", project["linear"], "--out", str(d / "Dockerfile"), settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (d / "Dockerfile").read_text()
+    assert f'medwb.version_id="{project["linear"]}"' in text and "\nUSER " in text and "\nHEALTHCHECK " in text
+    assert "requirements.lock" in text and "medwb.report_sha256=" in text
+    r = medwb("dockerfile", project["dummy"], "--out", str(d / "Dockerfile.dummy"), settings=s)
+    assert r.returncode == 2 and "not deployable" in r.stderr and not (d / "Dockerfile.dummy").exists()
+
+
+def test_a_restart_mid_traffic_loses_no_acknowledged_audit_entry(project, server):
+    "Traffic at a fixed rate while the server stops: every answered prediction has its entry, and the log still verifies."
+    from medwb.serve.app import create_app, open_state
+    from medwb.serve.audit import show_log, verify_log
+    from medwb.serve.ops import ServerThread, open_loop
+    s, log, vid = load_settings(project["settings"]), project["dir"] / "state" / "audit.log", project["linear"]
+    before = len(show_log(log, action="predict"))
+    srv = ServerThread(create_app(s), certfile=server["certs"]["cert"], keyfile=server["certs"]["key"]).start()
+    reqs = [{"method": "POST", "path": f"/predict/{vid}", "json": r, "headers": _h(server["tokens"]["doctor"])} for r in _rows(40, seed=9)]
+    out = {}
+    t = threading.Thread(target=lambda: out.update(open_loop(srv.url, reqs, rate=40, duration_s=2.0, max_requests=80,
+                                                              verify=str(server["certs"]["ca"]), timeout_s=2)))
+    t.start(); time.sleep(1.0); srv.stop(); t.join(30)
+    ok = out["ok"]
+    assert 0 < ok < 80, out
+    assert len(show_log(log, action="predict")) - before >= ok
+    v = verify_log(log, open_state(s).audit_key)
+    assert v.ok, v.reason
