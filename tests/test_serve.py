@@ -31,7 +31,8 @@ def project(tmp_path_factory):
     "Two published breast-cancer versions, a key folder, the passing one deployed, four users."
     d = tmp_path_factory.mktemp("serve")
     s = write_settings(d, {**SMALL, "reports_dir": str(d / "reports")},
-                       {"serve": {"state_dir": "state", "kek_dir": "keys", "verify_interval": "0", "drift_window": "500"}})
+                       {"serve": {"state_dir": "state", "kek_dir": "keys", "verify_interval": "0", "drift_window": "500",
+                                  "gates_image_classification": ""}})   # the tiny image version below has no report
     assert medwb("keys", "init", "--kek-dir", str(d / "keys")).returncode == 0
     r = medwb("run", settings=s)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -176,11 +177,13 @@ def test_drift_alert_on_a_half_sd_shift_and_none_on_unshifted_traffic(project, s
     for k in range(2):   # 500 unshifted requests: one full window
         rows = _rows(250, seed=100 + k)
         assert c.post(f"/predict/{vid}/batch", json={"rows": rows}, headers=_h(t["doctor"])).status_code == 200
+    server["app"].state.flush_drift()   # drift tests run off the request path
     mid = show_log(log, action="drift_alert")
     assert len(mid) == before, mid[before:]   # seeded traffic from the training distribution: no alert
     for k in range(2):   # 500 with mean radius shifted by 0.5 SD
         rows = _rows(250, {"mean radius": 0.5}, seed=200 + k)
         assert c.post(f"/predict/{vid}/batch", json={"rows": rows}, headers=_h(t["doctor"])).status_code == 200
+    server["app"].state.flush_drift()
     after = show_log(log, action="drift_alert")
     assert len(after) > len(mid), "the shifted window raised no alert"
     assert "mean radius" in json.dumps(after[-1])
@@ -252,3 +255,60 @@ def test_a_restart_mid_traffic_loses_no_acknowledged_audit_entry(project, server
     assert len(show_log(log, action="predict")) - before >= ok
     v = verify_log(log, open_state(s).audit_key)
     assert v.ok, v.reason
+
+
+@pytest.fixture(scope="module")
+def image_version(project):
+    "A small_cnn lesion classifier trained for 2 epochs and published the way the imaging report publishes it (no report run)."
+    from medwb.core.io import write_json
+    from medwb.core.store import write_manifest
+    from medwb.datasets.builtin import load_imaging_dataset
+    from medwb.evaluation.metrics import choose_threshold
+    from medwb.imaging.networks import fit, make_network, predict, split_params
+    ds = load_imaging_dataset("lesions")
+    tr, va = ds.split["train"][:48], ds.split["val"][:24]
+    vid = "1ae5105000000001"
+    ver = project["reports"] / "lesions" / "small_cnn" / vid
+    ver.mkdir(parents=True)
+    params = {"epochs": 2, "batch_size": 16, "augment": False}
+    net_params, cfg = split_params(params)
+    net = make_network("small_cnn", seed=0, **net_params)
+    fit(net, ds.images[tr], ds.labels[tr], ds.images[va], ds.labels[va], config=cfg, out_dir=ver)
+    thr = choose_threshold(ds.labels[va], predict(net, ds.images[va]), "youden")
+    (ver / "report.html").write_text("<html>test version</html>")
+    write_json(ver / "metrics.json", {"dataset": "lesions", "model": "small_cnn", "seed": 0, "task": "image_classification",
+                                      "threshold": thr, "network_params": net_params, "train_config": cfg.__dict__, "limitations": []})
+    write_manifest(ver, version_id=vid, status="ok", dataset="lesions", model="small_cnn", seed=0, task="image_classification",
+                   params=params, created="2026-12-01T00:00:00+00:00")
+    return {"vid": vid, "images": ds.images[ds.split["test"][:3]], "net": net}
+
+
+def _png(arr) -> str:
+    import base64, io
+    from PIL import Image
+    b = io.BytesIO(); Image.fromarray((np.clip(arr[0], 0, 1) * 255).round().astype(np.uint8)).save(b, format="PNG")
+    return base64.b64encode(b.getvalue()).decode()
+
+
+def test_an_image_classifier_is_served_with_grad_cam_and_bad_images_refused(project, server, image_version):
+    import base64, io
+    from PIL import Image
+    c, t, vid = server["client"], server["tokens"], image_version["vid"]
+    r = c.post(f"/deploy/{vid}", json={"reason": "image pilot"}, headers=_h(t["admin"]))
+    assert r.status_code == 200, r.text
+    img = image_version["images"][0]
+    r = c.post(f"/predict/{vid}", json={"patient": "P-img", "image_base64": _png(img)}, headers=_h(t["doctor"]))
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["model_version"] == vid and 0 <= j["score"] <= 1 and j["label"] in ("lesion", "not lesion")
+    e = c.post(f"/explain/{vid}", json={"image_base64": _png(img)}, headers=_h(t["doctor"])).json()
+    ov = Image.open(io.BytesIO(base64.b64decode(e["explanation"]["overlay_png_base64"])))
+    assert ov.size == img.shape[1:][::-1] and e["explanation"]["method"] == "gradcam"
+    assert c.post(f"/explain/{vid}", json={"image_base64": _png(img)}, headers=_h(t["technician"])).status_code == 403
+    text = base64.b64encode(b"chest pain since Monday, no fever").decode()
+    r = c.post(f"/predict/{vid}", json={"image_base64": text}, headers=_h(t["doctor"]))
+    assert r.status_code == 415 and "not a PNG" in r.json()["detail"], r.text
+    big = np.zeros((1, 96, 128), np.float32)
+    r = c.post(f"/predict/{vid}", json={"image_base64": _png(big)}, headers=_h(t["doctor"]))
+    assert r.status_code == 422 and "does not resize" in r.json()["detail"], r.text
+    assert c.post(f"/undeploy/{vid}", json={"reason": "end of image pilot"}, headers=_h(t["admin"])).status_code == 200

@@ -10,9 +10,10 @@ from .audit import *
 from .auth import *
 from .monitor import *
 from .ops import *
+from .images import *
 from .gate import *
 from .app import *
 from .cli import *
-from . import audit, auth, monitor, ops, gate, app, cli
+from . import audit, auth, monitor, ops, images, gate, app, cli
 
-__all__ = [name for m in (audit, auth, monitor, ops, gate, app, cli) for name in m.__all__]
+__all__ = [name for m in (audit, auth, monitor, ops, images, gate, app, cli) for name in m.__all__]

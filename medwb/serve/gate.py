@@ -27,9 +27,9 @@ from ..core.settings import MedwbError, Settings
 from ..core.store import DEPLOYED_FILE, MANIFEST, find_version, stale_versions, verify_manifest
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'SERVABLE_TASKS', 'ServeError', 'Gate', 'parse_gates', 'ServeConfig', 'serve_config', 'gate_value',
-           'check_gates', 'Evidence', 'artifact_name', 'evidence', 'deployed_records', 'training_frame', 'profile_path',
-           'deploy', 'undeploy', 'FieldSpec', 'field_specs', 'ServedModel', 'Registry']
+__all__ = ['SERVE_DEFAULTS', 'SERVABLE_TASKS', 'ARTIFACTS', 'ServeError', 'Gate', 'parse_gates', 'ServeConfig', 'serve_config',
+           'gate_value', 'check_gates', 'Evidence', 'artifact_name', 'evidence', 'deployed_records', 'training_frame',
+           'profile_path', 'deploy', 'undeploy', 'FieldSpec', 'field_specs', 'ServedModel', 'Registry']
 
 # %% ../../nbs/11_serve/06_gate.ipynb #c003
 SERVE_DEFAULTS = {
@@ -37,7 +37,8 @@ SERVE_DEFAULTS = {
     "kek_dir": "",                   # key folder for the service's secrets and users; empty: [medwb] kek_dir
     "gates_classification": "roc_auc_ci_low >= 0.80, calibration_slope >= 0.6, calibration_slope <= 1.6",
     "gates_regression": "r2_ci_low >= 0.20",
-    "blocking_findings": "Baseline not clearly beaten, Reference model is better, No clinical utility shown",
+    "gates_image_classification": "roc_auc_ci_low >= 0.80",
+    "blocking_findings": "Baseline not clearly beaten, Reference model is better, No clinical utility shown, shortcut learning",
     "token_ttl": "900",              # seconds a signed token lives
     "max_batch": "256",              # rows in one batch request
     "verify_interval": "10",         # seconds between full re-hashes of a deployed version's files
@@ -109,7 +110,8 @@ def serve_config(settings: Settings) -> ServeConfig:
     kek = v["kek_dir"] and (root / v["kek_dir"]).resolve() or settings.kek_dir
     return ServeConfig(state_dir=(root / v["state_dir"]).resolve(), kek_dir=Path(kek) if kek else None,
                        gates={"classification": parse_gates(v["gates_classification"], "[serve] gates_classification"),
-                              "regression": parse_gates(v["gates_regression"], "[serve] gates_regression")},
+                              "regression": parse_gates(v["gates_regression"], "[serve] gates_regression"),
+                              "image_classification": parse_gates(v["gates_image_classification"], "[serve] gates_image_classification")},
                        blocking_findings=tuple(p.strip() for p in v["blocking_findings"].split(",") if p.strip()),
                        token_ttl=num("token_ttl", int, 30), max_batch=num("max_batch", int, 1),
                        verify_interval=num("verify_interval", float, 0.0), drift_window=num("drift_window", int, 20),
@@ -138,7 +140,7 @@ def check_gates(metrics: dict, gates: list[Gate]) -> list[dict]:
     return rows
 
 # %% ../../nbs/11_serve/06_gate.ipynb #c004
-SERVABLE_TASKS = ("classification", "regression")
+SERVABLE_TASKS = ("classification", "regression", "image_classification")   # segmentation networks are not served
 
 @dataclass
 class Evidence:
@@ -152,10 +154,12 @@ class Evidence:
     @property
     def reasons(self) -> list[str]: return [f"{c['check']}: {c['detail']}" for c in self.checks if not c["passed"]]
 
+ARTIFACTS = ("model.joblib", "model.joblib.enc", "checkpoints/best.pt", "checkpoints/best.pt.enc")
+
 def artifact_name(manifest: dict) -> str | None:
-    "The fitted model's file in a version (plain or encrypted at rest)."
+    "The fitted model's file in a version (a pipeline or a network checkpoint, plain or encrypted at rest)."
     files = manifest.get("files", {})
-    return next((n for n in ("model.joblib", "model.joblib.enc") if n in files), None)
+    return next((n for n in ARTIFACTS if n in files), None)
 
 def evidence(settings: Settings, version: str, cfg: ServeConfig | None = None) -> Evidence:
     "Run every deployment check on `version` (an id or unique prefix)."
@@ -165,13 +169,14 @@ def evidence(settings: Settings, version: str, cfg: ServeConfig | None = None) -
     vid, task = man.get("version_id", folder.name), man.get("task")
     checks = [{"check": "published", "passed": man.get("status", "ok") == "ok", "detail": f"status {man.get('status', 'ok')}"},
               {"check": "servable task", "passed": task in SERVABLE_TASKS,
-               "detail": f"task {task}" + ("" if task in SERVABLE_TASKS else " (only tabular classification and regression models are served)")}]
+               "detail": f"task {task}" + ("" if task in SERVABLE_TASKS else " (tabular classification and regression models and image classifiers are served)")}]
     v = verify_manifest(folder)
     bad = [f"{f} ({k})" for k in ("changed", "missing", "extra") for f in v[k]]
     checks.append({"check": "medwb verify", "passed": not bad, "detail": ", ".join(bad) if bad else f"{len(man.get('files', {}))} files match the manifest"})
     art = artifact_name(man)
     checks.append({"check": "artifact", "passed": bool(art) and art not in v["pruned"],
-                   "detail": art or "no model.joblib in the version" if not (art and art in v["pruned"]) else f"{art} was pruned by medwb gc"})
+                   "detail": (art or "no fitted model (model.joblib or checkpoints/best.pt) in the version") if not (art and art in v["pruned"])
+                             else f"{art} was pruned by medwb gc --bulky"})
     stale = stale_versions(settings.reports_dir).get(vid)
     checks.append({"check": "not stale", "passed": stale is None, "detail": stale or "no consent withdrawal since training"})
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
@@ -231,9 +236,10 @@ def deploy(settings: Settings, version: str, by: str | None = None, reason: str 
     if not ev.ok:
         if audit: audit.append("deploy", by, "refused", ev.version_id, reasons=ev.reasons)
         raise ServeError(f"version {ev.version_id} cannot be deployed: " + "; ".join(ev.reasons), 409, "gate_failed")
-    from medwb.serve.monitor import reference_profile
-    _, X = training_frame(settings, ev.manifest)
-    write_json(profile_path(cfg, ev.version_id), reference_profile(X))
+    if ev.manifest["task"] != "image_classification":   # image versions get no per-feature drift profile
+        from medwb.serve.monitor import reference_profile
+        _, X = training_frame(settings, ev.manifest)
+        write_json(profile_path(cfg, ev.version_id), reference_profile(X))
     files = ev.manifest["files"]
     rec = {"version_id": ev.version_id, "dataset": ev.manifest["dataset"], "model": ev.manifest["model"],
            "task": ev.manifest["task"], "seed": ev.manifest.get("seed"), "deployed_by": by, "reason": reason.strip(), "time": _now(),
@@ -319,6 +325,7 @@ class ServedModel:
     profile: dict
     signature: tuple
     checked: float
+    image: object = None          # medwb.serve.images.ImageModel for an image classifier (then pipeline is None)
     @property
     def version_id(self) -> str: return self.record["version_id"]
     @property
@@ -326,9 +333,9 @@ class ServedModel:
     @property
     def features(self) -> list[str]: return list(self.fields)
     @property
-    def threshold(self) -> float | None: return self.metrics.get("threshold")
+    def threshold(self) -> float | None: return self.image.threshold if self.image is not None else self.metrics.get("threshold")
     @property
-    def positive_class(self) -> str | None: return self.metrics.get("positive_class")
+    def positive_class(self) -> str | None: return self.image.positive if self.image is not None else self.metrics.get("positive_class")
     def stamp(self) -> dict:
         "What every response about this version carries."
         return {"model_version": self.version_id, "artifact_sha256": self.record["artifact_sha256"],
@@ -355,6 +362,14 @@ class Registry:
         bad = _changed_files(folder, rec)
         if bad: raise ServeError(f"version {rec['version_id']} changed after deployment: {', '.join(bad)}; it is not served", 409, "version_changed")
         man = read_json(folder / MANIFEST)
+        metrics = read_json(folder / "metrics.json")
+        sig = _stat_signature(folder, [*man["files"], MANIFEST])
+        if man["task"] == "image_classification":
+            import torch
+            from medwb.serve.images import load_image_model
+            torch.set_num_threads(1)   # as the report's kernel; request threads give the parallelism
+            img = load_image_model(folder, man, metrics, kek_dir=self.cfg.kek_dir, settings=self.settings)
+            return ServedModel(rec, folder, man, metrics, None, {}, pd.DataFrame(), {}, sig, time.monotonic(), img)
         art = folder / rec["artifact"]
         if rec["artifact"].endswith(".enc"):
             from medwb.privacy.crypto import KekStore, decrypt_bytes
@@ -364,9 +379,8 @@ class Registry:
         ds, X = training_frame(self.settings, man)
         pf = profile_path(self.cfg, rec["version_id"])
         profile = read_json(pf) if pf.exists() else {}
-        return ServedModel(rec, folder, man, read_json(folder / "metrics.json"), pipeline,
-                           field_specs(ds, X, self.settings.data_dir), X, profile,
-                           _stat_signature(folder, [*man["files"], MANIFEST]), time.monotonic())
+        return ServedModel(rec, folder, man, metrics, pipeline, field_specs(ds, X, self.settings.data_dir), X, profile,
+                           sig, time.monotonic())
 
     def get(self, version: str) -> ServedModel:
         "The deployed version `version` (exact id), verified; ServeError 404 if not deployed, 409 if its files changed."
