@@ -1617,6 +1617,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'medwb.serve.gate._changed_files': ('11_serve/gate.html#_changed_files', 'medwb/serve/gate.py'),
                                   'medwb.serve.gate._locked': ('11_serve/gate.html#_locked', 'medwb/serve/gate.py'),
                                   'medwb.serve.gate._now': ('11_serve/gate.html#_now', 'medwb/serve/gate.py'),
+                                  'medwb.serve.gate._refresh_index': ('11_serve/gate.html#_refresh_index', 'medwb/serve/gate.py'),
                                   'medwb.serve.gate._stat_signature': ('11_serve/gate.html#_stat_signature', 'medwb/serve/gate.py'),
                                   'medwb.serve.gate._update_registry': ('11_serve/gate.html#_update_registry', 'medwb/serve/gate.py'),
                                   'medwb.serve.gate.artifact_name': ('11_serve/gate.html#artifact_name', 'medwb/serve/gate.py'),

@@ -58,6 +58,8 @@ def test_the_gate_refuses_the_dummy_and_deploys_the_linear_model(project):
     assert r.returncode == 0 and "deployed" in r.stdout, r.stdout + r.stderr
     dep = json.loads((project["reports"] / "_deployed.json").read_text())
     assert set(dep["versions"]) == {project["linear"]} and dep["versions"][project["linear"]]["deployed_by"] == "admin.wang"
+    index = (project["reports"] / "index.html").read_text()
+    assert 'title="deployed: served by medwb serve' in index and index.count(">deployed</span>") == 1
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,9 @@ def test_tls_only_and_a_doctor_gets_a_traceable_prediction_and_explanation(proje
     assert e["explanation"]["explainer"] == "linear" and len(e["explanation"]["contributions"]) == 30
     assert c.post(f"/explain/{vid}", json=_rows(1)[0], headers=_h(t["technician"])).status_code == 403
     assert "/predict/" + vid in c.get("/openapi.json").text
+    docs = c.get("/docs").text   # the API documentation works offline: its script is served by the service itself
+    assert "cdn." not in docs and "/static-offline-docs/swagger-ui-bundle.js" in docs
+    assert c.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
 
 
 def test_every_role_endpoint_pair_has_its_expected_status(project, server):

@@ -18,7 +18,7 @@ from ..core.hashing import hash_json
 from ..core.io import atomic_write_text, read_json
 from ..core.settings import MedwbError
 from ..evaluation.uncertainty import pointing_verdicts as _verdicts
-from ..core.store import seed_key, FAILED_JSON, MANIFEST, compare_page, list_versions, stale_versions
+from ..core.store import seed_key, FAILED_JSON, MANIFEST, compare_page, deployed_versions, list_versions, stale_versions
 from .html import html_page
 
 # %% auto #0
@@ -296,6 +296,7 @@ class _Page(NamedTuple):
     seeds: dict      # version id → (anchor on seeds.html, number of seeds, whether a metric or verdict is seed-sensitive)
     failed: dict     # (dataset, model) → failed records
     n: int           # id prefix length that tells every version apart (the commands shown)
+    deployed: frozenset = frozenset()   # ids in reports/_deployed.json: served by `medwb serve`
 
 def _row(p: _Page, v: dict, e: dict, columns: tuple, metric: str | None, best: str | None, older: bool) -> str:
     "One version as a table row: the newest of its model (`older` False) or one before it."
@@ -312,6 +313,7 @@ def _row(p: _Page, v: dict, e: dict, columns: tuple, metric: str | None, best: s
             cells.append(f'<td data-v="" title="not ranked: {why}">–</td>')
         else: cells.append(f'<td data-v="{e["rank"]}">{e["rank"]}</td>')
     name = '<span class="muted">&#8627; older</span>' if older else f"<strong>{html.escape(e['model'])}</strong>"
+    if vid in p.deployed: name += '<span class="badge best" title="deployed: served by medwb serve (reports/_deployed.json)">deployed</span>'
     if not older:
         if e["baseline"]: name += '<span class="badge base" title="a baseline: the floor a real model must clear">baseline</span>'
         if e.get("below_baseline"): name += '<span class="badge warn" title="not better than the dummy baseline on the ranked metric">&le; baseline</span>'
@@ -398,7 +400,7 @@ def index_page(root: Path, versions: list[dict], stale: dict, seeds: list[dict])
     seed_of = {vid: (_anchor("s", g["key"]), len(g["seeds"]), any(m["wide"] for m in g["metrics"]) or any(x["differs"] for x in g["verdicts"]))
                for g in seeds for vid in g["version_ids"]}
     p = _Page(root, {v["version_id"]: v for v in versions if v.get("version_id") and v.get("status") == "ok"}, stale, seed_of, failed,
-              _prefix_len(str(v["version_id"]) for v in versions if v.get("version_id")))
+              _prefix_len(str(v["version_id"]) for v in versions if v.get("version_id")), frozenset(deployed_versions(root)))
     boards = leaderboard(ok, stale)
     datasets = sorted({d for d, _ in boards} | {str(v.get("dataset")) for v in bad})
     n_stale = sum(v.get("version_id") in stale for v in ok)

@@ -241,7 +241,8 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
         yield
         drift_worker.shutdown(wait=True)
         st.close()   # a signed checkpoint covers every entry written before shutdown
-    app = FastAPI(title="medwb prediction service", version=medwb.__version__, lifespan=lifespan,
+    from fastapi_offline import FastAPIOffline   # /docs and /redoc from files shipped in the package: no CDN, as the reports
+    app = FastAPIOffline(title="medwb prediction service", version=medwb.__version__, lifespan=lifespan,
                   description="Serves deployed medwb versions only, to authenticated users in their roles; every call is audited.")
     app.state.medwb = st
     bearer = HTTPBearer(auto_error=False)

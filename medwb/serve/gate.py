@@ -252,7 +252,13 @@ def deploy(settings: Settings, version: str, by: str | None = None, reason: str 
         return rec
     out = _update_registry(settings.reports_dir, change)
     if audit: audit.append("deploy", by, "ok", ev.version_id, artifact_sha256=rec["artifact_sha256"], report_sha256=rec["report_sha256"])
+    _refresh_index(settings)
     return out
+
+def _refresh_index(settings: Settings) -> None:
+    "The index marks deployed versions: rewrite it after a deployment changes."
+    from medwb.reports.index import write_index
+    write_index(settings.reports_dir)
 
 def undeploy(settings: Settings, version: str, by: str | None = None, reason: str = "", audit=None) -> dict:
     "Withdraw a deployed version from service, recording who and why."
@@ -269,6 +275,7 @@ def undeploy(settings: Settings, version: str, by: str | None = None, reason: st
         return rec
     rec = _update_registry(settings.reports_dir, change)
     if audit: audit.append("undeploy", by, "ok", vid)
+    _refresh_index(settings)
     return rec
 
 # %% ../../nbs/11_serve/06_gate.ipynb #c006
