@@ -317,3 +317,23 @@ def test_an_image_classifier_is_served_with_grad_cam_and_bad_images_refused(proj
     r = c.post(f"/predict/{vid}", json={"image_base64": _png(big)}, headers=_h(t["doctor"]))
     assert r.status_code == 422 and "does not resize" in r.json()["detail"], r.text
     assert c.post(f"/undeploy/{vid}", json={"reason": "end of image pilot"}, headers=_h(t["admin"])).status_code == 200
+
+
+def test_a_drift_alert_can_start_a_new_run_never_a_promotion(project, server, monkeypatch):
+    "With rerun_on_drift, a drifted window starts `medwb run` of that model on the declared fresh data; nothing is deployed."
+    import dataclasses
+    import medwb.serve.app as served
+    from fastapi.testclient import TestClient
+    from medwb.serve.app import create_app
+    started = []
+    monkeypatch.setattr(served.subprocess, "Popen", lambda cmd, **k: started.append(cmd))
+    s = load_settings(project["settings"])
+    s = dataclasses.replace(s, serve={**s.serve, "rerun_on_drift": "yes", "fresh_data": "breast_cancer", "drift_window": "100"})
+    app = create_app(s)
+    vid, before = project["linear"], json.loads((project["reports"] / "_deployed.json").read_text())["versions"]
+    with TestClient(app) as c:
+        r = c.post(f"/predict/{vid}/batch", json={"rows": _rows(100, {"mean radius": 1.0}, seed=300)}, headers=_h(server["tokens"]["doctor"]))
+        assert r.status_code == 200, r.text
+        app.state.flush_drift()
+    assert len(started) == 1 and started[0][-6:] == ["--datasets", "breast_cancer", "--models", "linear", "--imaging", "none"], started
+    assert json.loads((project["reports"] / "_deployed.json").read_text())["versions"] == before   # no promotion
