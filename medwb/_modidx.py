@@ -1459,6 +1459,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'medwb.serve.app._JsonLines': ('11_serve/app.html#_jsonlines', 'medwb/serve/app.py'),
                                  'medwb.serve.app._JsonLines.format': ('11_serve/app.html#_jsonlines.format', 'medwb/serve/app.py'),
                                  'medwb.serve.app._attr': ('11_serve/app.html#_attr', 'medwb/serve/app.py'),
+                                 'medwb.serve.app._audited': ('11_serve/app.html#_audited', 'medwb/serve/app.py'),
                                  'medwb.serve.app._field_errors': ('11_serve/app.html#_field_errors', 'medwb/serve/app.py'),
                                  'medwb.serve.app._kek': ('11_serve/app.html#_kek', 'medwb/serve/app.py'),
                                  'medwb.serve.app._problem': ('11_serve/app.html#_problem', 'medwb/serve/app.py'),

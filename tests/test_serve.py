@@ -169,6 +169,8 @@ def test_one_changed_byte_in_the_deployed_artifact_is_refused_with_409(project, 
         r = c.post(f"/predict/{vid}", json=_rows(1)[0], headers=_h(t["doctor"]))
         assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json"), r.text
         assert "model.joblib (changed)" in r.json()["detail"]
+        from medwb.serve.audit import show_log
+        assert show_log(project["dir"] / "state" / "audit.log", action="refusal")[-1]["detail"]["reason"] == "version_changed"
         assert c.get("/ready").status_code == 503
     finally: art.write_bytes(good)
     assert c.post(f"/predict/{vid}", json=_rows(1)[0], headers=_h(t["doctor"])).status_code == 200
@@ -260,6 +262,7 @@ def test_a_restart_mid_traffic_loses_no_acknowledged_audit_entry(project, server
     assert len(show_log(log, action="predict")) - before >= ok
     v = verify_log(log, open_state(s).audit_key)
     assert v.ok, v.reason
+    assert [e["action"] for e in show_log(log) if e["action"].startswith("serve_")][-2:] == ["serve_start", "serve_stop"]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ __all__ = ['SECRETS_FILE', 'USERS_FILE', 'AUDIT_FILE', 'REQUEST_LOG', 'PROBLEM',
 # %% ../../nbs/11_serve/07_app.ipynb #c002
 import collections
 import datetime as _dt
+import getpass
 import hashlib
 import hmac
 import json
@@ -203,6 +204,11 @@ def _field_errors(errors, aliases: dict) -> list[dict]:
         out.append({"field": ".".join(loc) or "(body)", "problem": e.get("msg", "invalid")})
     return out
 
+def _audited(e: ServeError) -> ServeError:
+    "Mark a refusal whose audit entry is already written."
+    e.audited = True
+    return e
+
 class _JsonLines(logging.Formatter):
     def format(self, r: logging.LogRecord) -> str: return json.dumps(r.msg, ensure_ascii=False, default=str)
 
@@ -238,9 +244,11 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
     from contextlib import asynccontextmanager
     @asynccontextmanager
     async def lifespan(app):
+        audit.append("serve_start", getpass.getuser(), "ok", None, versions=sorted(reg.records()))
         yield
         drift_worker.shutdown(wait=True)
-        st.close()   # a signed checkpoint covers every entry written before shutdown
+        audit.append("serve_stop", getpass.getuser(), "ok", None)
+        st.close()   # a signed checkpoint covers every entry written before shutdown (uvicorn re-raises SIGTERM after this)
     from fastapi_offline import FastAPIOffline   # /docs and /redoc from files shipped in the package: no CDN, as the reports
     app = FastAPIOffline(title="medwb prediction service", version=medwb.__version__, lifespan=lifespan,
                   description="Serves deployed medwb versions only, to authenticated users in their roles; every call is audited.")
@@ -258,24 +266,27 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
         def check(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
             if cred is None:
                 audit.append("access", None, "refused", None, endpoint=endpoint, reason="no_token")
-                raise ServeError("a bearer token is required (POST /login)", 401, "no_token", {"WWW-Authenticate": 'Bearer realm="medwb"'})
+                raise _audited(ServeError("a bearer token is required (POST /login)", 401, "no_token", {"WWW-Authenticate": 'Bearer realm="medwb"'}))
             try: claims = st.tokens.check(cred.credentials)
             except AuthError as e:
                 audit.append("access", None, "refused", None, endpoint=endpoint, reason=e.reason)
-                raise ServeError(e.public, e.status, e.reason, e.headers) from None
+                raise _audited(ServeError(e.public, e.status, e.reason, e.headers)) from None
             u = current_users().get(claims["sub"])
             if u is None or u.get("disabled"):
                 audit.append("access", claims["sub"], "refused", None, endpoint=endpoint, reason="disabled")
-                raise ServeError(f"user {claims['sub']!r} is disabled or removed", 401, "disabled")
+                raise _audited(ServeError(f"user {claims['sub']!r} is disabled or removed", 401, "disabled"))
             if not allowed(u["role"], endpoint):
                 audit.append("access", claims["sub"], "refused", None, endpoint=endpoint, reason="wrong_role", role=u["role"])
-                raise ServeError(f"role {u['role']!r} may not use {endpoint}", 403, "wrong_role")
+                raise _audited(ServeError(f"role {u['role']!r} may not use {endpoint}", 403, "wrong_role"))
             request.state.user = claims["sub"]
             return {"user": claims["sub"], "role": u["role"]}
         return Depends(check)
 
     @app.exception_handler(ServeError)
     async def _serve_error(request, e: ServeError):
+        if not getattr(e, "audited", False):   # every refusal is evidence: a changed version, an unknown one, a failed gate
+            audit.append("refusal", getattr(request.state, "user", None), "refused", None, path=request.url.path,
+                         status=e.status, reason=e.kind)
         return _problem(e.status, _TITLES.get(e.status, "Error"), str(e), e.kind, e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -331,7 +342,7 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
         try: u = st.users.authenticate(body.username, body.password, body.totp)
         except AuthError as e:
             audit.append("login", body.username if e.reason != "unknown_user" else None, "refused", None, reason=e.reason)
-            raise ServeError(e.public, e.status, e.reason, e.headers) from None
+            raise _audited(ServeError(e.public, e.status, e.reason, e.headers)) from None
         audit.append("login", u["name"], "ok", None, role=u["role"])
         return {"access_token": st.tokens.issue(u["name"], u["role"]), "token_type": "bearer", "expires_in": cfg.token_ttl, "role": u["role"]}
 
@@ -424,7 +435,7 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
                 raw = decode_base64(r.image_base64); arr = decode_image(raw, m.image)
             except ImageError as e:
                 audit.append(action, who["user"], "refused", vid, reason=e.kind, image=i)
-                raise ServeError(f"image {i}: {e}" if len(rows) > 1 else str(e), e.status, e.kind) from None
+                raise _audited(ServeError(f"image {i}: {e}" if len(rows) > 1 else str(e), e.status, e.kind)) from None
             key = PredictionCache.key(m.record["artifact_sha256"], {"image_sha256": hashlib.sha256(raw).hexdigest()})
             digests.append(key)
             p = cache.get(key)

@@ -151,10 +151,8 @@ def cmd_serve(a, settings) -> int:
     app = create_app(settings, state=st)
     n = len(app.state.registry.records())
     print(f"medwb serve: {n} deployed version(s) on https://{host}:{port} (docs: /docs)" + (f"; clients trust {ca}" if ca else ""), flush=True)
-    st.audit.append("serve_start", getpass.getuser(), "ok", None, host=host, port=port, versions=n)
-    try: uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning")
-    finally:
-        st.audit.append("serve_stop", getpass.getuser(), "ok", None); st.close()
+    # the app's lifespan writes serve_start / serve_stop and signs the final checkpoint (uvicorn re-raises SIGTERM after it)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning")
     return 0
 
 def cmd_dockerfile(a, settings) -> int:
