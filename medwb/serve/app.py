@@ -225,6 +225,7 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
     "The FastAPI prediction service over the deployed versions of `settings`."
     import medwb
     from fastapi import Body, Depends, FastAPI, Query, Request
+    from fastapi import Path as PathParam
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -288,6 +289,17 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
             audit.append("refusal", getattr(request.state, "user", None), "refused", None, path=request.url.path,
                          status=e.status, reason=e.kind)
         return _problem(e.status, _TITLES.get(e.status, "Error"), str(e), e.kind, e.headers)
+
+    short = {str(p): name for p, name in ((settings.reports_dir, "reports"), (settings.data_dir, "data"), (cfg.state_dir, "state"))}
+
+    @app.exception_handler(MedwbError)
+    async def _input_error(request, e: MedwbError):
+        "A medwb input error raised under a route (a bad filter, an unknown version): 4xx, no server path in the body."
+        msg = str(e)
+        for p, name in short.items(): msg = msg.replace(p, name)
+        status = 404 if msg.startswith(("no published version", "no deployed version")) else 422
+        audit.append("refusal", getattr(request.state, "user", None), "refused", None, path=request.url.path, status=status, reason="input")
+        return _problem(status, _TITLES[status], msg, "not_found" if status == 404 else "invalid_input")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e: RequestValidationError):
@@ -479,14 +491,16 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
         app.openapi_schema = None
 
     @app.post("/deploy/{version}", name="deploy", tags=["operations"])
-    def deploy_version(version: str, body: Reason, who: dict = role("deploy")) -> dict:
+    def deploy_version(version: str = PathParam(..., pattern=r"^[0-9a-f]{1,64}$", description="a version id or a unique prefix"),
+                       body: Reason = Body(...), who: dict = role("deploy")) -> dict:
         rec = deploy(settings, version, by=who["user"], reason=body.reason, audit=audit, cfg=cfg)
         add_routes(rec["version_id"])
         return {"model_version": rec["version_id"], "artifact_sha256": rec["artifact_sha256"], "report_sha256": rec["report_sha256"],
                 "deployed_by": rec["deployed_by"], "time": rec["time"]}
 
     @app.post("/undeploy/{version}", name="undeploy", tags=["operations"])
-    def undeploy_version(version: str, body: Reason, who: dict = role("undeploy")) -> dict:
+    def undeploy_version(version: str = PathParam(..., pattern=r"^[0-9a-f]{1,64}$", description="a deployed version id or a unique prefix"),
+                         body: Reason = Body(...), who: dict = role("undeploy")) -> dict:
         rec = undeploy(settings, version, by=who["user"], reason=body.reason, audit=audit)
         return {"model_version": rec["version_id"], "undeployed_by": who["user"]}
 
