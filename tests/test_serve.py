@@ -200,7 +200,7 @@ def test_drift_alert_on_a_half_sd_shift_and_none_on_unshifted_traffic(project, s
     assert_offline(page); assert vid in page
 
 
-def test_audit_log_verifies_and_names_an_edited_line(project, server):
+def test_audit_log_verifies_names_an_edited_line_and_stops_service_while_broken(project, server):
     s, log = project["settings"], project["dir"] / "state" / "audit.log"
     r = medwb("audit", "verify", settings=s)
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
@@ -214,7 +214,11 @@ def test_audit_log_verifies_and_names_an_edited_line(project, server):
         log.write_text("".join(edited))
         r = medwb("audit", "verify", settings=s)
         assert r.returncode == 1 and "entry 5 " in r.stdout, r.stdout
+        r = server["client"].post(f"/predict/{project['linear']}", json=_rows(1)[0], headers=_h(server["tokens"]["doctor"]))
+        assert r.status_code == 503 and r.json()["type"].endswith("audit_unavailable"), r.text   # no entry, no prediction
     finally: log.write_text(backup)
+    r = server["client"].post(f"/predict/{project['linear']}", json=_rows(1)[0], headers=_h(server["tokens"]["doctor"]))
+    assert r.status_code == 200, r.text
 
 
 def test_load_against_the_plain_baseline_and_fuzzing_find_no_errors(project, server):

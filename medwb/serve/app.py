@@ -235,10 +235,15 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
     st = state or open_state(settings, kek_dir)
     cfg = st.cfg
     class _Audit:   # the state's writer, looked up at each use (it is reopened after a shutdown closed it)
-        def append(self, *a, **k): return st.audit.append(*a, **k)
+        def append(self, *a, **k):
+            try: return st.audit.append(*a, **k)
+            except MedwbError as e:   # no entry, no service: an unaudited prediction is not given
+                raise _audited(ServeError(f"the audit log refuses entries ({e}); nothing is served until it is repaired",
+                                          503, "audit_unavailable")) from None
     audit = _Audit()
     reg, metrics, cache = Registry(settings, cfg), ServiceMetrics(), PredictionCache()
     drift: dict[str, DriftMonitor] = {}
+    reruns: dict = {}   # version id → the `medwb run` process a drift alert started
     reqlog = _request_logger(cfg.state_dir / REQUEST_LOG)
     aliases: dict[str, str] = {}
     routed: set[str] = set()
@@ -401,9 +406,12 @@ def create_app(settings: Settings, kek_dir: Path | str | None = None, state: Ser
         audit.append("drift_alert", "medwb", "alert", m.version_id, window=cfg.drift_window, drifted=hit["feature"].tolist(),
                      p_adjusted=[float(x) for x in hit["p_adjusted"]], psi=[float(x) for x in hit["psi"]])
         if cfg.rerun_on_drift and cfg.fresh_data:   # a new evaluation, never a promotion: deployment stays a person's decision
+            running = reruns.get(m.version_id)
+            if running is not None and getattr(running, "poll", lambda: 0)() is None:   # one re-run at a time per version
+                audit.append("rerun", "medwb", "skipped", m.version_id, reason="a re-run for this version is still running"); return
             cmd = [sys.executable, "-c", "from medwb.run.cli import main; raise SystemExit(main())", "run", "--settings", str(settings.path),
                    "--datasets", cfg.fresh_data, "--models", m.record["model"], "--imaging", "none"]
-            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            reruns[m.version_id] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             audit.append("rerun", "medwb", "started", m.version_id, dataset=cfg.fresh_data, model=m.record["model"])
 
     def add_routes(vid: str) -> None:
