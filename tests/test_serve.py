@@ -208,7 +208,8 @@ def test_audit_log_verifies_names_an_edited_line_and_stops_service_while_broken(
     assert r.returncode == 0 and "dr.chen" in r.stdout
     lines = log.read_text().splitlines(keepends=True)
     edited = lines[:]
-    edited[4] = edited[4].replace('"ok"', '"refused"', 1) if '"ok"' in edited[4] else edited[4].replace("a", "b", 1)
+    e5 = json.loads(edited[4]); e5["outcome"] += " (edited)"   # longer: the running writer sees its tail move at once
+    edited[4] = json.dumps(e5) + "\n"
     backup = log.read_text()
     try:
         log.write_text("".join(edited))
