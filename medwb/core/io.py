@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from .settings import MedwbError
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_write_text', 'write_json', 'read_json', 'publish_dir', 'cache_dir', 'cached_json']
+__all__ = ['atomic_write', 'atomic_write_text', 'write_json', 'read_json', 'publish_dir', 'cache_dir', 'cached_json', 'file_lock']
 
 # %% ../../nbs/00_core/03_io.ipynb #c023
 def atomic_write(path: Path | str,                           # the file to write
@@ -88,3 +89,16 @@ def cached_json(kind: str, key: str, compute: Callable[[], Any]) -> Any:
     except OSError: pass
     return value
 
+
+# %% ../../nbs/00_core/03_io.ipynb #c050
+@contextmanager
+def file_lock(path: Path | str):
+    "Hold an exclusive lock on `path`.lock (created 0600) across threads and processes while the block runs."
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally: os.close(fd)   # closing releases the lock

@@ -16,7 +16,7 @@ from ..core.format import fmt_num
 # %% auto #0
 __all__ = ['POS_COLOUR', 'NEG_COLOUR', 'explainer_kind', 'ShapResult', 'shap_values', 'lime_weights', 'select_cases',
            'rank_agreement', 'shap_importance_table', 'shap_global_figures', 'shap_waterfall_figure', 'lime_figure',
-           'explanations']
+           'shap_cost', 'explanations']
 
 # %% ../../nbs/07_explain/01_tabular.ipynb #c005
 _TREE = (RandomForestClassifier, RandomForestRegressor, GradientBoostingClassifier, GradientBoostingRegressor)
@@ -357,6 +357,11 @@ def lime_figure(weights: pd.Series, x_row: pd.Series, units: dict | None, title:
     return _close(fig)
 
 # %% ../../nbs/07_explain/01_tabular.ipynb #c01005_
+def shap_cost(kind: str, n_features: int) -> dict:
+    "The explainer's cost limits the report uses (the prediction service explains with the same)."
+    # the model-agnostic explainer costs rows × evaluations × background predictions: keep it small, and say so
+    return {"max_background": 100} if kind != "permutation" else {"max_background": 50, "max_evals": 2 * (2 * n_features + 1)}
+
 def explanations(ev, ds, seed: int = 0, max_rows: int = 100, lime_samples: int = 1000) -> dict:
     "Global SHAP figures and table, per-patient SHAP/LIME figures, and their rank agreement."
     ids = pd.Index(ds.ids)
@@ -369,9 +374,7 @@ def explanations(ev, ds, seed: int = 0, max_rows: int = 100, lime_samples: int =
     thr = ev.threshold if ds.task == "classification" else None
     cases = {k: v for k, v in select_cases(pred, thr, ds.task).items()}
     kind = explainer_kind(ev.model)
-    p = ds.X.shape[1]
-    # the model-agnostic explainer costs rows × evaluations × background predictions: keep it small, and say so
-    cost = {"max_background": 100} if kind != "permutation" else {"max_background": 50, "max_evals": 2 * (2 * p + 1)}
+    cost = shap_cost(kind, ds.X.shape[1])
     if kind == "permutation": max_rows = min(max_rows, 50)
     rng = np.random.default_rng(seed)
     sample = sorted(rng.choice(len(pred), size=min(max_rows, len(pred)), replace=False).tolist())

@@ -158,10 +158,8 @@ def predict_rows(m: ServedModel, X: pd.DataFrame) -> list[dict]:
 
 def explain_row(m: ServedModel, X: pd.DataFrame) -> dict:
     "SHAP values of one submitted row, with the report's explainer, background and seed."
-    from medwb.explain.tabular import explainer_kind, shap_values
-    kind = explainer_kind(m.pipeline)
-    p = X.shape[1]
-    cost = {"max_background": 100} if kind != "permutation" else {"max_background": 50, "max_evals": 2 * (2 * p + 1)}
+    from medwb.explain.tabular import explainer_kind, shap_cost, shap_values
+    cost = shap_cost(explainer_kind(m.pipeline), X.shape[1])
     res = shap_values(m.pipeline, m.background, X, m.task, seed=int(m.record.get("seed") or 0), **cost)
     vals = res.explanation.values[0]
     order = np.argsort(-np.abs(vals))

@@ -5,7 +5,6 @@
 # %% ../../nbs/11_serve/02_auth.ipynb #c003
 from __future__ import annotations
 import datetime as _dt
-import fcntl
 import hashlib
 import json
 import math
@@ -23,7 +22,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from ..core.settings import MedwbError
-from ..core.io import atomic_write
+from ..core.io import atomic_write, file_lock
 from ..privacy.crypto import KekStore, encrypt_bytes, decrypt_bytes
 
 # %% auto #0
@@ -178,7 +177,6 @@ class UserStore:
                  hasher: PasswordHasher | None = None):    # argon2-cffi hasher; None: its defaults (RFC 9106 low-memory)
         if not isinstance(kek, KekStore): raise MedwbError(f"kek must be a medwb.privacy.crypto.KekStore, got {type(kek).__name__}")
         self.path, self.kek, self._ph = Path(path), kek, hasher or PasswordHasher()
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._dummy = self._ph.hash(secrets.token_urlsafe(16))     # verified for unknown users: same cost as a real check
         self._ghosts: OrderedDict[str, dict] = OrderedDict()        # failure counts of unknown names (memory only)
         self._ghost_lock = threading.Lock()
@@ -187,15 +185,9 @@ class UserStore:
     def __repr__(self) -> str: return f"UserStore({str(self.path)!r})"
 
     # -- file ------------------------------------------------------------------------------------------------
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        "Exclusive fcntl lock on <path>.lock, across threads (one open file each) and processes."
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally: os.close(fd)                                       # closing releases the lock
+    def _locked(self):
+        "Exclusive lock on <path>.lock, across threads and processes (medwb.core.io.file_lock)."
+        return file_lock(self.path)
 
     def _load(self) -> dict:
         if not self.path.exists(): return {"format": _FORMAT, "users": {}}

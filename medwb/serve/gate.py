@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import getpass
 import io
 import math
@@ -14,7 +13,6 @@ import os
 import re
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.hashing import sha256_file
-from ..core.io import read_json, write_json
+from ..core.io import file_lock, read_json, write_json
 from ..core.settings import MedwbError, Settings
 from ..core.store import DEPLOYED_FILE, MANIFEST, find_version, stale_versions, verify_manifest
 
@@ -189,14 +187,6 @@ def evidence(settings: Settings, version: str, cfg: ServeConfig | None = None) -
 # %% ../../nbs/11_serve/06_gate.ipynb #c005
 def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
 def deployed_records(reports_dir: Path | str) -> dict:
     "Version id → its deployment record (who, when, why, hashes)."
     p = Path(reports_dir) / DEPLOYED_FILE
@@ -204,7 +194,7 @@ def deployed_records(reports_dir: Path | str) -> dict:
 
 def _update_registry(reports_dir: Path, change) -> dict:
     p = Path(reports_dir) / DEPLOYED_FILE
-    with _locked(p):
+    with file_lock(p):
         reg = read_json(p) if p.exists() else {"versions": {}, "history": []}
         out = change(reg)
         write_json(p, reg)
