@@ -103,7 +103,8 @@ def limitations(facts: dict) -> pd.DataFrame:
     add("Internal validation only", f"design: {facts.get('design')}", "Performance at another site or time is unknown (clause 5.3.3.2).",
         "External validation on an independent dataset before clinical use.")
     add("No out-of-range input rejection", "the model scores any numeric input", "Implausible or out-of-distribution inputs get confident predictions.",
-        "Serve it only through `medwb serve`, which refuses values outside the schema's physiological range or the training support; "
+        "Serve it only through medwb serve, which refuses values outside the schema's physiological range or plausibility limits "
+        "and flags values beyond the training range; "
         "out-of-distribution rejection is the planned robustness stage (clause 5.4.3.2).")
     if not facts.get("approved"):
         add("No ethics approval recorded", "project.yml has no approval id", "Clinical use would breach clause 4.1.", "Obtain approval; until then research use only.")
@@ -155,13 +156,13 @@ def compliance_matrix(facts: dict, anchors: dict[str, str]) -> pd.DataFrame:
         ("5.4.1.5–6", "Consent before use, within scope; withdrawal", "met" if (facts.get("privacy") or {}).get("consent") else "partly",
          "Model specification: privacy and security — " + ("records checked against the consent registry"
                                                            if (facts.get("privacy") or {}).get("consent") else
-                                                           "no per-subject consent registry for this dataset (public data); `medwb withdraw` marks versions stale")),
+                                                           "no per-subject consent registry for this dataset (public data); medwb withdraw marks versions stale")),
         ("5.4.3.1", "Adversarial and robustness testing", "not yet", "Limitations: robustness stage planned"),
         ("6.1", "Deployment and operations: release only what the evidence supports; monitoring", "partly",
-         "this report is the evidence `medwb deploy` gates on (verify, not stale, metric gates, blocking findings); who deployed it, "
+         "this report is the evidence medwb deploy gates on (verify, not stale, metric gates, blocking findings); who deployed it, "
          "when and why is in reports/_deployed.json and the service's audit log, not in this report"),
         ("5.4.1.2, 5.4.2.1, 5.4.2.3, 5.4.3.3", "Roles and multi-factor login; audit; encrypted transport; monitoring and alerts", "partly",
-         "provided by `medwb serve` once this version is deployed: four roles with a tested role × endpoint table, argon2 passwords + TOTP, "
+         "provided by medwb serve once this version is deployed: four roles with a tested role × endpoint table, argon2 passwords + TOTP, "
          "a hash-linked audit log with signed Merkle checkpoints, TLS only, Prometheus metrics and per-feature drift alerts"),
         ("6.2.4", "Clinical diagnosis: CV, ensembles, LIME/SHAP explanations", "met" if facts.get("explained") else "partly", "Explanations"),
     ]
