@@ -21,7 +21,7 @@ def fmt_ci(c: dict, digits: int = 4) -> str:
     return "CI –" if c.get("lo") is None else f"{c['lo']:+.{digits}f} to {c['hi']:+.{digits}f}"
 
 # %% ../../nbs/00_core/05_format.ipynb #c007
-LOWER_IS_BETTER = frozenset({"brier", "mse", "rmse", "mae", "ece", "false_lesions_per_image", "empty_fp_rate"})   # errors and losses
+LOWER_IS_BETTER = frozenset({"brier", "mse", "rmse", "mae", "ece", "false_lesions_per_image", "empty_fp_rate", "under_triage", "eig_mean_turns"})   # errors and losses
 
 def higher_is_better(metric: str) -> bool:
     "Whether a larger `metric` is better: False for the errors and losses named in `LOWER_IS_BETTER`, True otherwise."
@@ -30,7 +30,8 @@ def higher_is_better(metric: str) -> bool:
 HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificity"), "regression": ("r2", "rmse", "mae"),
             "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall"),
             "image_classification": ("roc_auc", "accuracy", "sensitivity", "specificity", "pointing_game"),
-            "segmentation": ("dice", "iou", "lesion_sensitivity")}
+            "segmentation": ("dice", "iou", "lesion_sensitivity"),
+            "triage": ("top1", "top3", "under_triage", "department_accuracy", "urgency_accuracy")}
 
 def headline(task: str, metrics: dict) -> dict:
     "Headline metrics of a version from its metrics.json: point estimates, and the 95% CI of the first one."

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'CPU_ISAS',
-           'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings',
+__all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'SCENARIOS',
+           'CPU_ISAS', 'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings',
            'seed_everything']
 
 # %% ../../nbs/00_core/01_settings.ipynb #c004
@@ -34,6 +34,7 @@ N_BOOT, FOLDS, REPEATS, ROUNDS, MIN_SUBGROUP_N = 1000, 5, 3, 20, 30
 EXECUTORS = ("process", "sequential", "dask")
 EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
 IMPUTATIONS = ("mean", "median", "most_frequent", "knn", "iterative", "drop")   # medwb.models.features.IMPUTERS
+SCENARIOS = ("triage",)   # clinical scenarios with a [scenario.NAME] section (clause 6.2)
 CPU_ISAS = ("avx2", "native")   # instruction-set cap of the report kernels (medwb.run.jobs.kernel_env)
 _REQUIRED = ("data_dir", "reports_dir", "datasets", "models", "seeds", "evaluation", "jobs", "executor")
 
@@ -66,6 +67,7 @@ class Settings:
     imaging: tuple = ()               # imaging run matrix: (dataset, network) pairs (clause 6.2.3)
     imaging_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [imaging.NAME]
     serve: dict = field(default_factory=dict)          # the prediction service's settings, raw, from [serve] (read by medwb.serve.gate)
+    scenarios: dict = field(default_factory=dict)      # {scenario: {key: value}}, raw, from [scenario.NAME] (read by medwb.scenarios, e.g. triage)
 
     def evaluation_config(self) -> dict:
         "The evaluation settings that determine a result (only those the chosen design uses): what a model job hashes."
@@ -146,6 +148,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     except configparser.Error as e: raise SettingsError(f"{path} is not a valid settings file: {e}") from None
     if "medwb" not in cp: raise SettingsError(f"{path} has no [medwb] section")
     raw = dict(cp["medwb"])
+    triage_graphs = overrides.pop("triage", None)   # `medwb run --triage GRAPHS|none`: the graphs of [scenario.triage]
     missing = [k for k in _REQUIRED if k not in raw and overrides.get(k) is None]
     if missing: raise SettingsError(f"{path} [medwb] is missing key(s): {', '.join(missing)}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -184,7 +187,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if cpu_isa not in CPU_ISAS: raise SettingsError(f"settings.ini [medwb] cpu_isa = {cpu_isa!r}; choose one of {', '.join(CPU_ISAS)}")
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
-    model_params, dataset_specs, imaging_specs, serve = {}, {}, {}, {}
+    model_params, dataset_specs, imaging_specs, serve, scenarios = {}, {}, {}, {}, {}
     for sec in cp.sections():
         kind, _, name = sec.partition(".")
         if kind == "model" and name:
@@ -193,10 +196,14 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
             dataset_specs[name] = dict(cp[sec])
         elif kind == "imaging" and name:
             imaging_specs[name] = dict(cp[sec])
+        elif kind == "scenario" and name:
+            if name not in SCENARIOS: raise SettingsError(f"{path}: unknown scenario [{sec}]; the scenarios are {', '.join(SCENARIOS)}")
+            scenarios[name] = dict(cp[sec])
         elif sec == "serve":
             serve = dict(cp[sec])
         elif sec != "medwb":
-            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME] or [serve])")
+            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME] or [serve])")
+    if triage_graphs is not None: scenarios["triage"] = {**scenarios.get("triage", {}), "graphs": str(triage_graphs)}
     imaging = _imaging_pairs(raw.get("imaging") or "")
     return Settings(path=path.resolve(), data_dir=(root / str(raw["data_dir"]).strip()).resolve(),
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),
@@ -207,7 +214,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler, cpu_isa=cpu_isa,
-                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve)
+                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve, scenarios=scenarios)
 
 # %% ../../nbs/00_core/01_settings.ipynb #c014
 def seed_everything(seed: int) -> np.random.Generator:

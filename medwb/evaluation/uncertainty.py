@@ -16,7 +16,7 @@ from ..core.settings import N_BOOT
 # %% auto #0
 __all__ = ['THRESHOLD_FREE', 'bootstrap_weights', 'bootstrap_classification', 'bootstrap_regression', 'percentile_interval',
            'record_resample_weights', 'bootstrap_metrics', 'confidence_intervals', 'mean_ci', 'paired_differences',
-           'delong_test', 'pointing_verdicts']
+           'delong_test', 'wilson_interval', 'paired_proportions', 'pointing_verdicts']
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c004
 _TASKS = ("classification", "regression")
@@ -297,6 +297,36 @@ def delong_test(y,          # 0/1 outcomes
     se = float(np.sqrt(var)); zv = res["difference"] / se; q = stats.norm.ppf(0.975)
     return res | {"se": se, "z": zv, "p_value": float(2 * stats.norm.sf(abs(zv))),
                   "ci_lo": float(res["difference"] - q * se), "ci_hi": float(res["difference"] + q * se)}
+
+# %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c081
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> dict:
+    "Share k/n with its Wilson score interval: {'estimate', 'lo', 'hi', 'k', 'n'} (None where n = 0)."
+    from statsmodels.stats.proportion import proportion_confint
+    _check_alpha(alpha)
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0): raise MedwbError(f"wilson_interval: k = {k} of n = {n} is not a proportion")
+    if n == 0: return {"estimate": None, "lo": None, "hi": None, "k": 0, "n": 0}
+    lo, hi = proportion_confint(k, n, alpha=alpha, method="wilson")
+    return {"estimate": k / n, "lo": float(lo), "hi": float(hi), "k": k, "n": n}
+
+def paired_proportions(a, b, alpha: float = 0.05) -> dict:
+    "Two 0/1 outcomes on the same cases: difference a − b, Newcombe's interval, McNemar's exact p and the discordant counts."
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape or a.ndim != 1: raise MedwbError("paired_proportions: a and b must be 1-D and of the same length")
+    n = len(a)
+    if n == 0: return {"difference": None, "lo": None, "hi": None, "p_value": None, "a_only": 0, "b_only": 0, "n": 0}
+    r, s = int((a & ~b).sum()), int((~a & b).sum())   # discordant: a right only, b right only
+    p = 1.0 if r + s == 0 else float(stats.binomtest(r, r + s, 0.5).pvalue)
+    wa, wb = wilson_interval(a.sum(), n, alpha), wilson_interval(b.sum(), n, alpha)
+    d = wa["estimate"] - wb["estimate"]
+    A, B, C, D = int((a & b).sum()), r, s, int((~a & ~b).sum())
+    den = np.sqrt(float((A + B) * (C + D) * (A + C) * (B + D)))
+    phi = 0.0 if den == 0 else (A * D - B * C) / den
+    l1, u1, l2, u2 = wa["lo"], wa["hi"], wb["lo"], wb["hi"]
+    pa, pb = wa["estimate"], wb["estimate"]
+    dl = np.sqrt(max((pa - l1) ** 2 - 2 * phi * (pa - l1) * (u2 - pb) + (u2 - pb) ** 2, 0))
+    du = np.sqrt(max((u1 - pa) ** 2 - 2 * phi * (u1 - pa) * (pb - l2) + (pb - l2) ** 2, 0))
+    return {"difference": d, "lo": max(-1.0, d - dl), "hi": min(1.0, d + du), "p_value": p, "a_only": r, "b_only": s, "n": n}
 
 # %% ../../nbs/05_evaluation/02_uncertainty.ipynb #c091
 def pointing_verdicts(rows) -> dict[str, bool]:

@@ -17,6 +17,7 @@ from ..core.settings import MedwbError, SettingsError, load_settings
 from ..core.store import find_version, list_versions
 from ..core.format import headline_text
 from ..serve.cli import SERVE_COMMANDS, add_serve_commands
+from ..scenarios.cli import TRIAGE_COMMANDS, add_triage_commands
 
 # %% auto #0
 __all__ = ['cmd_run', 'cmd_list', 'cmd_show', 'cmd_verify', 'cmd_compare', 'cmd_reproduce', 'cmd_gc', 'cmd_withdraw', 'cmd_deid',
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", help="comma-separated dataset names")
     r.add_argument("--models", help="comma-separated model names")
     r.add_argument("--imaging", help="comma-separated DATASET:NETWORK imaging jobs, or none")
+    r.add_argument("--triage", help="knowledge graphs of the triage jobs (common, hpo, comma-separated), or none")
     r.add_argument("--seeds", help="comma-separated integer seeds")
     r.add_argument("--evaluation", help="holdout, kfold, repeated_kfold or bootstrap")
     r.add_argument("--folds", type=int, help="k for (repeated) k-fold")
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["init", "rotate", "retire", "rewrap", "status", "pseudonym-key"]); k.add_argument("args", nargs="*")
     k.add_argument("--kek-dir", help="key folder (default: settings.ini kek_dir)")
     add_serve_commands(add)   # deploy, undeploy, serve, users, audit (medwb.serve.cli)
+    add_triage_commands(add)  # triage (medwb.scenarios.cli)
     return p
 
 # %% ../../nbs/10_run/03_cli.ipynb #c004
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over = {"reports_dir": a.reports_dir}
         if a.cmd == "run":
-            over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
+            over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, triage=a.triage, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
                         jobs=a.jobs, executor=("dask" if a.scheduler else a.executor), scheduler=a.scheduler)
         try: settings = load_settings(a.settings, **over)
         except SettingsError:
@@ -339,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = None
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce,
                 "withdraw": cmd_withdraw, "deid": cmd_deid, "scrub": cmd_scrub, "pseudonymise": cmd_pseudonymise,
-                "keys": cmd_keys, "gc": cmd_gc, "compare": cmd_compare, **SERVE_COMMANDS}[a.cmd](a, settings)
+                "keys": cmd_keys, "gc": cmd_gc, "compare": cmd_compare, **SERVE_COMMANDS, **TRIAGE_COMMANDS}[a.cmd](a, settings)
     except MedwbError as e:
         print(f"medwb: error: {e}", file=sys.stderr)
         return 2

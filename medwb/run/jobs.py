@@ -20,7 +20,7 @@ from ..datasets.builtin import load_dataset
 from ..models.zoo import model_params
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'kernel_env', 'ensure_kernel',
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'TRIAGE_MODEL', 'kernel_env', 'ensure_kernel',
            'template_hash', 'Job', 'check_kek_dir', 'make_job', 'project_record', 'build_matrix', 'dataset_fingerprint']
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c004
@@ -58,10 +58,12 @@ def ensure_kernel(cpu_isa: str = "avx2") -> str:
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c006
 TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb",   # one template per kind of report
-             "data": "data.ipynb", "image_classification": "imaging.ipynb", "segmentation": "imaging.ipynb"}
+             "data": "data.ipynb", "image_classification": "imaging.ipynb", "segmentation": "imaging.ipynb",
+             "triage": "triage.ipynb"}
 IMAGING_TASKS = ("image_classification", "segmentation")
 _IMAGING_NETWORKS = ("small_cnn", "resnet", "densenet121", "unet")   # medwb.imaging.networks.NETWORKS (asserted below), without importing torch
 DATA_MODEL = "data"   # data reports are published as reports/<dataset>/data/<version>/
+TRIAGE_MODEL = "triage"   # triage reports: reports/triage_<graph>/triage/<version>/ (clause 6.2.1)
 
 def template_hash(path: Path | str) -> str:
     "SHA-256 of a template's cell types, sources and tags (outputs and other metadata do not change the version)."
@@ -171,8 +173,9 @@ def build_matrix(settings: Settings) -> list[Job]:
                 j = make_job(settings, d, m, s, ds.task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
     imaging = [j for j in _imaging_jobs(settings, common) if j.version_id not in seen]
+    triage = _triage_jobs(settings, common)
     data = [j for j in jobs if j.task == "data"]
-    return data + imaging + [j for j in jobs if j.task != "data"]   # the long imaging jobs start first
+    return data + imaging + triage + [j for j in jobs if j.task != "data"]   # the long imaging jobs start first
 
 def _imaging_jobs(settings: Settings, common: dict) -> list[Job]:
     "One job per (imaging dataset, network) pair × seed (clause 6.2.3)."
@@ -191,8 +194,24 @@ def _imaging_jobs(settings: Settings, common: dict) -> list[Job]:
             jobs.append(make_job(settings, d, m, s, task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint))
     return sorted(jobs, key=lambda j: j.task != "segmentation")   # segmenters train longest: they start first
 
+def _triage_jobs(settings: Settings, common: dict) -> list[Job]:
+    "One triage job per knowledge graph of [scenario.triage] × seed (clause 6.2.1); the settings are checked here, before any job runs."
+    from medwb.scenarios.systems import triage_config
+    from medwb.scenarios.kg import triage_fingerprint
+    if "triage" not in settings.scenarios: return []   # no [scenario.triage] section: no triage jobs
+    cfg = triage_config(settings.scenarios["triage"])
+    if not cfg.graphs: return []
+    tpl, ev = _template(settings, "triage"), {"method": "vignettes", "n_boot": settings.n_boot}
+    return [make_job(settings, f"triage_{g}", TRIAGE_MODEL, s, "triage", cfg.params(g), ev, tpl, common,
+                     dataset_fingerprint=triage_fingerprint(g, settings.data_dir, cfg.hpo_diseases))
+            for g in cfg.graphs for s in settings.seeds]
+
 def dataset_fingerprint(name: str, task: str, settings: Settings) -> str:
-    "The current fingerprint of a tabular or imaging dataset."
+    "The current fingerprint of a tabular, imaging or triage dataset."
+    if task == "triage":
+        from medwb.scenarios.systems import triage_config
+        from medwb.scenarios.kg import triage_fingerprint
+        return triage_fingerprint(name.removeprefix("triage_"), settings.data_dir, triage_config(settings.scenarios.get("triage")).hpo_diseases)
     if task in IMAGING_TASKS:
         from medwb.datasets.builtin import load_imaging_dataset
         return load_imaging_dataset(name, settings).fingerprint
