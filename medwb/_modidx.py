@@ -1556,6 +1556,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'medwb.scenarios.kg.hpo_data_dir': ('12_scenarios/kg.html#hpo_data_dir', 'medwb/scenarios/kg.py'),
                                     'medwb.scenarios.kg.hpo_fingerprint': ('12_scenarios/kg.html#hpo_fingerprint', 'medwb/scenarios/kg.py'),
                                     'medwb.scenarios.kg.hpo_graph': ('12_scenarios/kg.html#hpo_graph', 'medwb/scenarios/kg.py'),
+                                    'medwb.scenarios.kg.hpo_ontology': ('12_scenarios/kg.html#hpo_ontology', 'medwb/scenarios/kg.py'),
                                     'medwb.scenarios.kg.knowledge_base': ('12_scenarios/kg.html#knowledge_base', 'medwb/scenarios/kg.py'),
                                     'medwb.scenarios.kg.level': ('12_scenarios/kg.html#level', 'medwb/scenarios/kg.py'),
                                     'medwb.scenarios.kg.load_graph': ('12_scenarios/kg.html#load_graph', 'medwb/scenarios/kg.py'),

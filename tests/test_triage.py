@@ -9,6 +9,14 @@ from pathlib import Path
 import pytest
 
 from conftest import MEDWB, ROOT, medwb, write_settings
+from medwb.run.cli import main
+
+
+def _triage(capsys, settings: Path, *args: str) -> tuple[int, str, str]:
+    "`medwb triage ...` in this process (the command's own process start is tested once, with standard input)."
+    rc = main(["--settings", str(settings), "triage", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 SMALL = {"graphs": "common", "vignettes": "120", "questioning_vignettes": "30", "turn_budget": "6"}
 
@@ -19,14 +27,14 @@ def _settings(tmp_path: Path, triage: dict | None = None, data_dir: Path | None 
                           {"scenario.triage": {**SMALL, **(triage or {})}})
 
 
-def test_triage_command_answers_in_chinese_and_english(tmp_path):
+def test_triage_command_answers_in_chinese_and_english(tmp_path, capsys):
     s = _settings(tmp_path)
-    zh = medwb("triage", "我胸口痛，出汗，左臂发麻，已经半小时了", settings=s)
-    assert zh.returncode == 0, zh.stderr
-    assert "急性心肌梗死" in zh.stdout and "心血管内科" in zh.stdout and "急诊" in zh.stdout and "下一个问题" in zh.stdout, zh.stdout
-    en = medwb("triage", "I have had a sore throat and a runny nose for three days, no fever", settings=s)
-    assert en.returncode == 0, en.stderr
-    assert "Common cold" in en.stdout and "urgency: self-care" in en.stdout and "no fever" in en.stdout and "next question" in en.stdout, en.stdout
+    rc, zh, err = _triage(capsys, s, "我胸口痛，出汗，左臂发麻，已经半小时了")
+    assert rc == 0, err
+    assert "急性心肌梗死" in zh and "心血管内科" in zh and "急诊" in zh and "下一个问题" in zh, zh
+    rc, en, err = _triage(capsys, s, "I have had a sore throat and a runny nose for three days, no fever")
+    assert rc == 0, err
+    assert "Common cold" in en and "urgency: self-care" in en and "no fever" in en and "next question" in en, en
 
 
 def test_triage_consultation_on_stdin_keeps_no_identifier(tmp_path):
@@ -43,25 +51,25 @@ def test_triage_consultation_on_stdin_keeps_no_identifier(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["", "今天天气很好", "no fever, no cough", "J'ai mal à la tête", "头痛" * 1500])
-def test_triage_bad_input_gets_the_safe_default(tmp_path, text):
-    r = medwb("triage", text, settings=_settings(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert "no ranking: see a doctor" in r.stdout and ("routine appointment" in r.stdout or "门诊预约" in r.stdout), r.stdout
-    assert "Traceback" not in r.stderr and "ranking:" not in r.stdout.replace("no ranking:", ""), r.stdout
+def test_triage_bad_input_gets_the_safe_default(tmp_path, capsys, text):
+    rc, out, err = _triage(capsys, _settings(tmp_path), text)
+    assert rc == 0, err
+    assert "no ranking: see a doctor" in out and ("routine appointment" in out or "门诊预约" in out), out
+    assert "possible diseases" not in out and "可能的疾病" not in out, out
 
 
-def test_triage_refuses_a_broken_graph_and_bad_settings_before_any_job(tmp_path):
+def test_triage_refuses_a_broken_graph_and_bad_settings_before_any_job(tmp_path, capsys):
     data = tmp_path / "data"; (data / "triage").mkdir(parents=True)
     ttl = (ROOT / "data/triage/common_kg.ttl").read_text(encoding="utf-8")
     (data / "triage/common_kg.ttl").write_text(ttl.replace("kg:department kg:dept_cardiology ;", "", 1), encoding="utf-8")
-    r = medwb("triage", "头痛", settings=_settings(tmp_path, data_dir=data))
-    assert r.returncode == 2 and "needs exactly one kg:department (it has none)" in r.stderr, r.stderr
+    rc, _, err = _triage(capsys, _settings(tmp_path, data_dir=data), "头痛")
+    assert rc == 2 and "needs exactly one kg:department (it has none)" in err, err
     (data / "triage/common_kg.ttl").write_text(ttl[: len(ttl) // 2], encoding="utf-8")
-    r = medwb("triage", "头痛", settings=_settings(tmp_path, data_dir=data))
-    assert r.returncode == 2 and "is not valid Turtle" in r.stderr, r.stderr
+    rc, _, err = _triage(capsys, _settings(tmp_path, data_dir=data), "头痛")
+    assert rc == 2 and "is not valid Turtle" in err, err
     for bad, msg in (({"turn_budget": "0"}, "turn_budget = 0"), ({"graphs": "snomed"}, "unknown graph(s) snomed"), ({"vignets": "5"}, "unknown key(s) vignets")):
-        r = medwb("run", settings=_settings(tmp_path, bad))
-        assert r.returncode == 2 and msg in r.stderr, r.stderr
+        rc = main(["--settings", str(_settings(tmp_path, bad)), "run"]); err = capsys.readouterr().err
+        assert rc == 2 and msg in err, err
         assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("manifest.json"))
 
 

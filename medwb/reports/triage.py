@@ -317,6 +317,8 @@ class TriageReport(Report):
             "the hand-written vignettes and a clinician's review of the graph are the check on that.",
             "- Frequencies and priors in the common graph are authors' estimates from textbook descriptions (see its card), not measured.",
             "- Diseases are tested uniformly; in a real population common presentations dominate, and the accuracy there would differ.",
-            f"- Under-triage of emergencies was {m.get('under_triage', float('nan')):.3f} on generated vignettes; any non-zero rate means "
-            "a real patient could be told to wait. The system is not for clinical use.",
+            (f"- Under-triage of emergencies was {m['under_triage']:.3f} on generated vignettes; any non-zero rate means "
+             "a real patient could be told to wait. The system is not for clinical use." if m.get("under_triage") is not None else
+             "- This graph has no emergencies (every HPO disease goes to medical genetics at routine urgency): department and "
+             "urgency accuracy say nothing here; the ranking is what this report measures."),
             "- No real consultations: independent validation (clause 5.3.3.2) is not done."])

