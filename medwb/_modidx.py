@@ -1592,6 +1592,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                             'medwb/scenarios/normalise.py'),
                                            'medwb.scenarios.normalise.Normaliser._language': ( '12_scenarios/normalise.html#normaliser._language',
                                                                                                'medwb/scenarios/normalise.py'),
+                                           'medwb.scenarios.normalise.Normaliser._zh_by_length': ( '12_scenarios/normalise.html#normaliser._zh_by_length',
+                                                                                                   'medwb/scenarios/normalise.py'),
                                            'medwb.scenarios.normalise.Normaliser._zh_findings': ( '12_scenarios/normalise.html#normaliser._zh_findings',
                                                                                                   'medwb/scenarios/normalise.py'),
                                            'medwb.scenarios.normalise.Normaliser._zh_fuzzy': ( '12_scenarios/normalise.html#normaliser._zh_fuzzy',

@@ -13,13 +13,14 @@ from ..core.settings import MedwbError
 from .kg import KnowledgeBase
 
 # %% auto #0
-__all__ = ['MAX_CHARS', 'ZH_NEG', 'ZH_NEG_ADJACENT', 'EN_NEG', 'EN_FUNCTION', 'NormaliseError', 'Finding', 'Normalised',
-           'Normaliser']
+__all__ = ['MAX_CHARS', 'ZH_NEG', 'ZH_NEG_ADJACENT', 'ZH_PSEUDO', 'EN_NEG', 'EN_FUNCTION', 'NormaliseError', 'Finding',
+           'Normalised', 'Normaliser']
 
 # %% ../../nbs/12_scenarios/02_normalise.ipynb #c004
 MAX_CHARS = 2000   # longer input is refused: a pre-consultation message, not a record
 ZH_NEG = ("没有", "否认", "并无", "从未", "未见", "无", "未")   # anywhere before the finding in the clause
 ZH_NEG_ADJACENT = ("不", "没")                                 # right before it (at most one character between)
+ZH_PSEUDO = ("无明显诱因", "无诱因", "无缘无故", "不明原因", "不知道", "不知怎么", "没有原因", "没什么原因")   # not negations of a finding
 EN_NEG = {"no", "not", "without", "never", "denies", "denied", "deny", "nor", "none", "dont", "didnt", "havent", "hasnt",
           "doesnt", "isnt", "wasnt", "arent"}
 _CLAUSE = re.compile(r"[，。；！？,.;!?\n、]|\b(?:but|however|although|though)\b|但是|但|可是|不过", re.I)
@@ -176,18 +177,24 @@ class Normaliser:
         out += self._zh_fuzzy(simp, covered)
         return out
 
+    @cached_property
+    def _zh_by_length(self) -> dict:
+        return {L: sorted(k for k in self.zh if len(k) == L) for L in (3, 4)}
+
     def _zh_fuzzy(self, simp: str, covered: list) -> list:
         "Labels of 3+ characters with one character substituted, where nothing exact matched."
+        from rapidfuzz import process
         from rapidfuzz.distance import Hamming
         out = []
         for L in (4, 3):
-            labels = [k for k in self.zh if len(k) == L]
+            labels = self._zh_by_length[L]
+            if not labels: continue
             for a in range(0, len(simp) - L + 1):
                 w = simp[a:a + L]
                 if not all(_CJK.match(c) for c in w) or any(a < e and s < a + L for s, e in covered): continue
-                best = min(labels, key=lambda k: (Hamming.distance(w, k), k), default=None)
-                if best is not None and Hamming.distance(w, best) == 1 and (w[0] == best[0] or w[-1] == best[-1]):
-                    out.append(Finding(self.zh[best], True, a, a + L, w, "fuzzy")); covered.append((a, a + L))
+                hit = process.extractOne(w, labels, scorer=Hamming.distance, score_cutoff=1)
+                if hit and (w[0] == hit[0][0] or w[-1] == hit[0][-1]):
+                    out.append(Finding(self.zh[hit[0]], True, a, a + L, w, "fuzzy")); covered.append((a, a + L))
         return out
 
     def _en_findings(self, text: str) -> list:
@@ -237,6 +244,7 @@ class Normaliser:
         for f in found:
             c0 = clause_of(f.start); c1 = min(b for b in bounds if b > f.start)
             before = "".join(" " if any(s <= p < e for s, e in spans) else simp[p] for p in range(c0, f.start))
+            for w in ZH_PSEUDO: before = before.replace(w, " " * len(w))
             cue = None
             for w in ZH_NEG:
                 if w in before: cue = w; break
