@@ -176,9 +176,9 @@ class DriftMonitor:
 DESIGNS = ("bootstrap", "holdout")
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
-    from statsmodels.stats.proportion import proportion_confint
-    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
-    return float(lo), float(hi)
+    from medwb.evaluation.uncertainty import wilson_interval
+    w = wilson_interval(k, n)
+    return w["lo"], w["hi"]
 
 def _top(t: pd.DataFrame) -> str:
     "The feature with the smallest p-value (ties broken by the larger KS distance)."
