@@ -234,9 +234,18 @@ def test_load_against_the_plain_baseline_and_fuzzing_find_no_errors(project, ser
                              b.url, [{"method": "POST", "path": "/predict", "json": {"features": r["features"]}} for r in rows],
                              rates=(20,), duration_s=1.0, verify=str(server["certs"]["ca"]))
     assert len(table) >= 2 and (table["error_rate"] == 0).all(), table.to_string()
+    from medwb.serve.gate import deployed_records, deploy, undeploy
+    s = load_settings(project["settings"])
+    before = set(deployed_records(s.reports_dir))
     for role in ("doctor", "admin"):   # the admin's endpoints take free parameters (audit filters, version ids)
         f = fuzz(server["app"], token=t[role], max_examples=10)
         assert f["server_errors"] == 0 and f["cases"] > 100, (role, f["failures"][:3])
+    # the admin's fuzzing may really undeploy or deploy a version (a generated hex prefix can match a deployed id, with a
+    # valid reason): put the deployments back as they were, so that the tests after this one see the same service
+    after = set(deployed_records(s.reports_dir))
+    for v in sorted(before - after): deploy(s, v, by="test", reason="restored after fuzzing")
+    for v in sorted(after - before): undeploy(s, v, by="test", reason="restored after fuzzing")
+    assert set(deployed_records(s.reports_dir)) == before
 
 
 def test_dockerfile_for_a_deployable_version_only(project):
