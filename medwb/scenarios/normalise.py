@@ -7,14 +7,14 @@
 from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from ..core.settings import MedwbError
 from .kg import KnowledgeBase
 
 # %% auto #0
 __all__ = ['MAX_CHARS', 'ZH_NEG', 'ZH_NEG_ADJACENT', 'ZH_PSEUDO', 'EN_NEG', 'EN_FUNCTION', 'NormaliseError', 'Finding',
-           'Normalised', 'Normaliser']
+           'Normalised', 'scrub_text', 'Normaliser']
 
 # %% ../../nbs/12_scenarios/02_normalise.ipynb #c004
 MAX_CHARS = 2000   # longer input is refused: a pre-consultation message, not a record
@@ -75,6 +75,13 @@ class Normalised:
                 "findings": [f.__dict__ for f in self.findings]}
 
 # %% ../../nbs/12_scenarios/02_normalise.ipynb #c005
+@lru_cache(maxsize=8192)
+def scrub_text(text: str) -> tuple[str, int]:
+    "`text` with its identifiers replaced (medwb.privacy.phi.scrub) and how many were; remembered in this process only, so that several systems reading the same message scrub it once."
+    from medwb.privacy.phi import scrub
+    s = scrub(text)
+    return s.text, len(s.replacements)
+
 def _stem(w: str) -> str:
     w = w.replace("'", "")
     if len(w) > 4 and w.endswith("ies"): return w[:-3] + "y"
@@ -107,6 +114,7 @@ class Normaliser:
     "Reads text into findings of one knowledge graph (see above for how)."
     def __init__(self, kb: KnowledgeBase, scrub_identifiers: bool = True, max_chars: int = MAX_CHARS):
         self.kb, self.scrub_identifiers, self.max_chars = kb, scrub_identifiers, max_chars
+        self._memo = {}   # message → its reading (bounded; in memory only)
         self.zh, self.en = {}, {}
         for s in kb.symptoms:
             for lab in s.labels.get("zh", ()): self.zh.setdefault(_to_simplified(lab.strip()), s.id)
@@ -131,10 +139,11 @@ class Normaliser:
         if len(text) > self.max_chars:
             return Normalised("", "none", [], [f"text of {len(text)} characters is over the limit of {self.max_chars}: "
                                                "shorten it to the complaint (nothing was read)"])
-        n_removed = 0
-        if self.scrub_identifiers:
-            from medwb.privacy.phi import scrub
-            s = scrub(text); text, n_removed = s.text, len(s.replacements)
+        if text in self._memo:   # the same message read again (another policy, another report section): a copy of the reading
+            r = self._memo[text]
+            return replace(r, findings=list(r.findings), messages=list(r.messages))
+        original, n_removed = text, 0
+        if self.scrub_identifiers: text, n_removed = scrub_text(text)
         simp = _to_simplified(text)
         found = self._zh_findings(simp) + self._en_findings(text)
         found.sort(key=lambda f: (f.start, -(f.end - f.start)))
@@ -153,7 +162,9 @@ class Normaliser:
         both = sorted({f.symptom for f in kept if f.present} & {f.symptom for f in kept if not f.present})
         if both: msgs.append("said to be both present and absent (counted as present, the safer reading): " + ", ".join(both))
         if n_removed: msgs.append(f"{n_removed} identifier(s) removed before reading")
-        return Normalised(text, lang, kept, msgs, n_removed)
+        out = Normalised(text, lang, kept, msgs, n_removed)
+        if len(self._memo) < 8192: self._memo[original] = out
+        return replace(out, findings=list(kept), messages=list(msgs))
 
     def _zh_findings(self, simp: str) -> list:
         if not _CJK.search(simp): return []

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.settings import MedwbError
 from .kg import KnowledgeBase, URGENCIES, level
-from .normalise import Normaliser, Normalised, Finding, MAX_CHARS
+from .normalise import Normaliser, Normalised, Finding, MAX_CHARS, scrub_text
 from .rank import (Assessment, Candidate, NaiveBayesRanker, KeywordRanker, RandomRanker, HpoSimilarityRanker,
                                   no_ranking, default_department, apply_red_flags, NO_RANKING, LEAK, RISK)
 from .question import choose_question, POLICIES
@@ -68,17 +68,18 @@ class HpoTriage(BayesTriage):
 class KeywordTriage(TriageSystem):
     "Keyword baseline: substring matching of labels, no negation, overlap ranking."
     description = "labels found as substrings (no negation, no typos) + keyword-overlap ranking; urgency of the first disease"
-    def __init__(self, kb: KnowledgeBase, name: str = "keyword"):
+    def __init__(self, kb: KnowledgeBase, name: str = "keyword", memo: dict | None = None):
         from medwb.scenarios.normalise import _to_simplified
         self.kb, self.name, self.ranker = kb, name, KeywordRanker(kb)
+        self._memo = {} if memo is None else memo   # message → reading, shared by the systems with this reader
         self._simp = _to_simplified
         labs = [(l.casefold(), s.id) for s in kb.symptoms for ls in s.labels.values() for l in ls if len(l) >= 2]
         self.labels = sorted(labs, key=lambda x: -len(x[0]))
     def read(self, text):
         if not text or not isinstance(text, str) or not text.strip(): return Normalised("", "none", [], ["no text: nothing to triage"])
         if len(text) > MAX_CHARS: return Normalised("", "none", [], ["text over the limit"])
-        from medwb.privacy.phi import scrub
-        s = scrub(text); text = s.text
+        if text in self._memo: return self._memo[text]
+        original, (text, n_removed) = text, scrub_text(text)
         low, taken, out = self._simp(text).casefold(), [], []
         for lab, sid in self.labels:
             i = low.find(lab)
@@ -87,8 +88,10 @@ class KeywordTriage(TriageSystem):
                     taken.append((i, i + len(lab))); out.append(Finding(sid, True, i, i + len(lab), text[i:i + len(lab)]))
                 i = low.find(lab, i + 1)
         out.sort(key=lambda f: f.start)
-        return Normalised(text, "zh" if any("\u4e00" <= c <= "\u9fff" for c in text) else "en", out,
-                          [] if out else ["no recognisable symptom in the text"], len(s.replacements))
+        r = Normalised(text, "zh" if any("\u4e00" <= c <= "\u9fff" for c in text) else "en", out,
+                       [] if out else ["no recognisable symptom in the text"], n_removed)
+        if len(self._memo) < 8192: self._memo[original] = r
+        return r
     def assess(self, present, absent=()): return self.ranker.assess(present, absent)
     def next_question(self, present, absent, asked, policy="information_gain", rng=None):
         a = self.assess(present, absent)
@@ -99,8 +102,8 @@ class KeywordTriage(TriageSystem):
 class RandomTriage(KeywordTriage):
     "Random baseline: the keyword reader, a random ranking."
     description = "keyword reader + a random ranking (the floor any system must beat)"
-    def __init__(self, kb: KnowledgeBase, seed: int = 0, name: str = "random"):
-        super().__init__(kb, name)
+    def __init__(self, kb: KnowledgeBase, seed: int = 0, name: str = "random", memo: dict | None = None):
+        super().__init__(kb, name, memo)
         self.ranker = RandomRanker(kb, seed)
 
 # %% ../../nbs/12_scenarios/06_systems.ipynb #c008
@@ -144,9 +147,8 @@ class EndpointTriage(TriageSystem):
         fs = [Finding(s, True, 0, 0, "") for s in pres] + [Finding(s, False, 0, 0, "") for s in abs_ if s not in pres]
         return Normalised(text, "unknown", fs, [f"ids not in the graph dropped: {dropped}"] if dropped else [])
     def read(self, text):
-        from medwb.privacy.phi import scrub
         if not text or not text.strip(): return Normalised("", "none", [], ["no text: nothing to triage"])
-        clean = scrub(text[:MAX_CHARS]).text
+        clean = scrub_text(text[:MAX_CHARS])[0]
         return self.parse_read(clean, self._chat(*self.read_prompt(clean)))
 
     def assess_prompt(self, present, absent) -> tuple[str, str]:
@@ -239,7 +241,8 @@ def systems_for(kb: KnowledgeBase, cfg: TriageConfig, seed: int = 0) -> list[Tri
     import os
     out = [BayesTriage(kb, cfg.leak, cfg.risk)]
     if kb.name == "hpo": out.append(HpoTriage(kb))
-    out += [KeywordTriage(kb), RandomTriage(kb, seed)]
+    kw = KeywordTriage(kb)
+    out += [kw, RandomTriage(kb, seed, memo=kw._memo)]   # the same reader: each message is read once
     if cfg.endpoint:
         out.append(EndpointTriage(kb, cfg.endpoint, cfg.endpoint_model, os.environ.get(cfg.endpoint_key_env) if cfg.endpoint_key_env else None))
     return out
