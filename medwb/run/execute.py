@@ -21,7 +21,7 @@ from ..core.io import publish_dir, write_json
 from ..core.store import FAILED_DIR, FAILED_JSON, STAGING_DIR, latest_version, version_dir
 from ..reports.html import notebook_to_html
 from ..reports.index import write_index
-from .jobs import project_record, DATA_MODEL, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, kernel_env, template_hash
+from .jobs import project_record, DATA_MODEL, IMAGING_TASKS, Job, TEMPLATES, build_matrix, dataset_fingerprint, ensure_kernel, kernel_env, template_hash
 from ..core.format import headline as make_headline, headline_text
 
 # %% auto #0
@@ -132,9 +132,14 @@ def run_matrix(settings: Settings, progress: Callable[[str], None] | None = prin
     jobs = build_matrix(settings)
     results, n = [], len(jobs)
     say = progress or (lambda s: None)
-    data_jobs = [j for j in jobs if j.task == "data"]
-    for phase in (data_jobs, [j for j in jobs if j.task != "data"]):   # data reports first: model reports link to them
-        if phase and phase[0].task != "data":
+    # first the data reports (model reports link to them), together with the jobs that link to none (imaging, triage:
+    # their datasets have no data report), the long imaging jobs ahead; then the model jobs
+    with_data = {j.dataset for j in jobs if j.task == "data"}
+    first = ([j for j in jobs if j.task in IMAGING_TASKS] + [j for j in jobs if j.task == "data"] +
+             [j for j in jobs if j.task != "data" and j.task not in IMAGING_TASKS and j.dataset not in with_data])
+    ids = {j.version_id for j in first}
+    for phase in (first, [j for j in jobs if j.version_id not in ids]):
+        if phase and phase is not first:
             done = {r["dataset"]: r for r in results if r["model"] == DATA_MODEL}
             for j in phase:
                 r = done.get(j.dataset)
