@@ -201,7 +201,7 @@ def _triage_jobs(settings: Settings, common: dict) -> list[Job]:
     if "triage" not in settings.scenarios: return []   # no [scenario.triage] section: no triage jobs
     cfg = triage_config(settings.scenarios["triage"])
     if not cfg.graphs: return []
-    tpl, ev = _template(settings, "triage"), {"method": "vignettes", "n_boot": settings.n_boot}
+    tpl, ev = _template(settings, "triage"), {"method": "vignettes"}   # Wilson intervals: no bootstrap setting enters the result
     return [make_job(settings, f"triage_{g}", TRIAGE_MODEL, s, "triage", cfg.params(g), ev, tpl, common,
                      dataset_fingerprint=triage_fingerprint(g, settings.data_dir, cfg.hpo_diseases))
             for g in cfg.graphs for s in settings.seeds]

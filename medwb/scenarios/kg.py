@@ -220,7 +220,9 @@ def knowledge_base(graph, name: str, fingerprint: str, source: str = "") -> Know
     diseases = []
     for did in sorted(rows):
         e = rows[did]
-        need = lambda k, what: (_ for _ in ()).throw(GraphError(f"{where}: disease {did} {what}")) if len(e[k]) != 1 else next(iter(e[k]))
+        def need(k, what):   # the one value of property k, or the error that names the disease
+            if len(e[k]) != 1: raise GraphError(f"{where}: disease {did} {what}")
+            return next(iter(e[k]))
         for l in langs:
             if l not in e["label"]: raise GraphError(f"{where}: disease {did} has no rdfs:label in {l!r}")
         dept = _local(need("dept", "needs exactly one kg:department" + (f", has {len(e['dept'])}" if e["dept"] else " (it has none)")))
