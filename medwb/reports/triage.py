@@ -95,7 +95,7 @@ class TriageReport(Report):
         yield "Diseases per urgency level and per department:"
         yield pd.DataFrame({"diseases": s["per_urgency"]}).T
         dept = pd.Series([kb.department_label(d.department) for d in kb.diseases]).value_counts().rename("diseases")
-        yield dept.to_frame().T
+        yield dept.to_frame()   # one row per department: 20 columns would not fit the page
         if kb.red_flags():
             yield "Red flags (a present red flag raises the urgency to at least its level, whatever the ranking):"
             rows = kb.sparql("SELECT ?s ?u WHERE { ?s kg:redFlag ?u } ORDER BY ?s")
