@@ -21,6 +21,7 @@ def write_settings(folder: Path, medwb: dict | None = None, sections: dict | Non
     cp["medwb"]["data_dir"] = str(folder)
     cp["medwb"]["imaging"] = "none"   # imaging jobs only where a test asks for them (they train networks)
     cp.remove_section("scenario.triage")   # triage jobs likewise (a test that wants one passes the section)
+    cp.remove_section("scenario.records")  # and records jobs
     for k, v in (medwb or {}).items(): cp["medwb"][k] = str(v)
     for name, body in (sections or {}).items():
         if body is None: cp.remove_section(name)

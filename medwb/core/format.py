@@ -31,7 +31,8 @@ HEADLINE = {"classification": ("roc_auc", "accuracy", "sensitivity", "specificit
             "data": ("rows_in", "rows_out", "qc_issues", "corrections", "qc_recall"),
             "image_classification": ("roc_auc", "accuracy", "sensitivity", "specificity", "pointing_game"),
             "segmentation": ("dice", "iou", "lesion_sensitivity"),
-            "triage": ("top1", "top3", "under_triage", "department_accuracy", "urgency_accuracy")}
+            "triage": ("top1", "top3", "under_triage", "department_accuracy", "urgency_accuracy"),
+            "records": ("code_f1", "negation_f1", "value_f1", "hand_code_f1", "validity")}
 
 def headline(task: str, metrics: dict) -> dict:
     "Headline metrics of a version from its metrics.json: point estimates, and the 95% CI of the first one."

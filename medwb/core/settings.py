@@ -34,7 +34,7 @@ N_BOOT, FOLDS, REPEATS, ROUNDS, MIN_SUBGROUP_N = 1000, 5, 3, 20, 30
 EXECUTORS = ("process", "sequential", "dask")
 EVALUATIONS = ("holdout", "kfold", "repeated_kfold", "bootstrap")
 IMPUTATIONS = ("mean", "median", "most_frequent", "knn", "iterative", "drop")   # medwb.models.features.IMPUTERS
-SCENARIOS = ("triage",)   # clinical scenarios with a [scenario.NAME] section (clause 6.2)
+SCENARIOS = ("triage", "records")   # clinical scenarios with a [scenario.NAME] section (clause 6.2)
 CPU_ISAS = ("avx2", "native")   # instruction-set cap of the report kernels (medwb.run.jobs.kernel_env)
 _REQUIRED = ("data_dir", "reports_dir", "datasets", "models", "seeds", "evaluation", "jobs", "executor")
 

@@ -875,12 +875,15 @@ def _en_names(text):
     first = _first_names()
     for m in _NAME_PAIR.finditer(text):   # "Grace Nwosu", "Zhang Wei": a known first name or a romanised Chinese surname first
         words = m.group().split(" ")
-        if any(w in _NOT_NAME_WORDS or w in _COMMON_WORDS for w in words): continue
+        # a role or common word ("Porter", "Baker") is a surname after a known first name: "James Porter" is a person
+        if any((w in _NOT_NAME_WORDS or w in _COMMON_WORDS) and not (i > 0 and words[0] in first and words[0] not in _NOT_NAME_WORDS)
+               for i, w in enumerate(words)): continue
         if m.group("first") in first or (words[0] in _PINYIN_SURNAMES and len(words) >= 2 and words[1][0].isupper()): yield m.span()
     for rx in (_EN_TITLED_NAME, _EN_CONTEXT_NAME, _EN_TRAILING_NAME, _EN_LINE_NAME):
         for m in rx.finditer(text):
             if m.group("name"):
-                if any(w in _NOT_NAME_WORDS for w in m.group("name").split()): continue
+                ws = m.group("name").split()
+                if any(w in _NOT_NAME_WORDS and not (i > 0 and ws[0] in first and ws[0] not in _NOT_NAME_WORDS) for i, w in enumerate(ws)): continue
                 yield m.span("name")
             elif not text.startswith(NOT_NAMES, m.start("zh")): yield m.span("zh")   # "contact 王小明"
 

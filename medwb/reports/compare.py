@@ -28,7 +28,7 @@ __all__ = ['NO_EVIDENCE', 'input_fields', 'input_changes', 'verdict', 'Compariso
 
 # %% ../../nbs/09_reports/09_compare.ipynb #c010
 _FAMILY = {"classification": "classification", "image_classification": "classification",
-           "regression": "regression", "segmentation": "segmentation", "data": "data", "triage": "triage"}
+           "regression": "regression", "segmentation": "segmentation", "data": "data", "triage": "triage", "records": "records"}
 
 def _load_version(path: Path | str) -> dict:
     "A published version: its folder, manifest and metrics.json, its files checked against the manifest."
@@ -270,6 +270,7 @@ def _overall(r: Comparison) -> str:
                f"the versions answer different tasks ({o['task']}, {n['task']})" if _FAMILY[n["task"]] != _FAMILY[o["task"]] else
                "data reports make no predictions" if _FAMILY[n["task"]] == "data" else
                "triage reports are not paired across versions" if _FAMILY[n["task"]] == "triage" else
+               "records reports are not paired across versions" if _FAMILY[n["task"]] == "records" else
                "the records could not be paired (see the notes)" if (r.records or {}).get("reason") else
                "no test record was predicted by both versions" if r.records and not r.records["shared"] else
                "the shared records could not be paired (see the notes)")
@@ -313,7 +314,7 @@ def compare_versions(new_path: Path | str,             # folder of the newer (ca
     elif fam_n == "triage":
         notes.append("triage reports are scored on vignettes drawn from their own seed and graph: their numbers are side by side, "
                      "without paired statistics (each report pairs its systems on its own vignettes)")
-    comparable = mn.get("dataset") == mo.get("dataset") and fam_n == fam_o and fam_n not in ("data", "triage")
+    comparable = mn.get("dataset") == mo.get("dataset") and fam_n == fam_o and fam_n not in ("data", "triage", "records")
     if comparable:
         fp = lambda m: (m.get("inputs") or {}).get("dataset_fingerprint")
         if fp(mn) != fp(mo):
@@ -328,7 +329,7 @@ def compare_versions(new_path: Path | str,             # folder of the newer (ca
         notes.append("the platform differs (processor, BLAS or threads): numbers of torch-trained models can differ "
                      "even with identical inputs")
     r = Comparison(new=_version_info(new), old=_version_info(old), relation=relation, comparable=comparable, notes=notes,
-                   changes=changes, unchanged=unchanged, metrics=_metric_rows(new, old, headline_only=not comparable and fam_n not in ("data", "triage")),
+                   changes=changes, unchanged=unchanged, metrics=_metric_rows(new, old, headline_only=not comparable and fam_n not in ("data", "triage", "records")),
                    records=records, paired=paired, delong=dl, n_boot=n_boot, seed=seed, pairs=pairs)
     r.summary = _overall(r)
     return r

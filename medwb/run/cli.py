@@ -18,6 +18,7 @@ from ..core.store import find_version, list_versions
 from ..core.format import headline_text
 from ..serve.cli import SERVE_COMMANDS, add_serve_commands
 from ..scenarios.cli import TRIAGE_COMMANDS, add_triage_commands
+from ..scenarios.records import RECORD_COMMANDS, add_record_commands
 
 # %% auto #0
 __all__ = ['cmd_run', 'cmd_list', 'cmd_show', 'cmd_verify', 'cmd_compare', 'cmd_reproduce', 'cmd_gc', 'cmd_withdraw', 'cmd_deid',
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--kek-dir", help="key folder (default: settings.ini kek_dir)")
     add_serve_commands(add)   # deploy, undeploy, serve, users, audit (medwb.serve.cli)
     add_triage_commands(add)  # triage (medwb.scenarios.cli)
+    add_record_commands(add)  # record (medwb.scenarios.records)
     return p
 
 # %% ../../nbs/10_run/03_cli.ipynb #c004
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = None
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "verify": cmd_verify, "reproduce": cmd_reproduce,
                 "withdraw": cmd_withdraw, "deid": cmd_deid, "scrub": cmd_scrub, "pseudonymise": cmd_pseudonymise,
-                "keys": cmd_keys, "gc": cmd_gc, "compare": cmd_compare, **SERVE_COMMANDS, **TRIAGE_COMMANDS}[a.cmd](a, settings)
+                "keys": cmd_keys, "gc": cmd_gc, "compare": cmd_compare, **SERVE_COMMANDS, **TRIAGE_COMMANDS, **RECORD_COMMANDS}[a.cmd](a, settings)
     except MedwbError as e:
         print(f"medwb: error: {e}", file=sys.stderr)
         return 2

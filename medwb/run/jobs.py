@@ -20,8 +20,9 @@ from ..datasets.builtin import load_dataset
 from ..models.zoo import model_params
 
 # %% auto #0
-__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'TRIAGE_MODEL', 'kernel_env', 'ensure_kernel',
-           'template_hash', 'Job', 'check_kek_dir', 'make_job', 'project_record', 'build_matrix', 'dataset_fingerprint']
+__all__ = ['KERNEL_NAME', 'KERNEL_ENV', 'TEMPLATES', 'IMAGING_TASKS', 'DATA_MODEL', 'TRIAGE_MODEL', 'RECORDS_DATASET',
+           'RECORDS_MODEL', 'kernel_env', 'ensure_kernel', 'template_hash', 'Job', 'check_kek_dir', 'make_job',
+           'project_record', 'build_matrix', 'dataset_fingerprint']
 
 # %% ../../nbs/10_run/01_jobs.ipynb #c004
 KERNEL_NAME = "medwb"
@@ -59,11 +60,12 @@ def ensure_kernel(cpu_isa: str = "avx2") -> str:
 # %% ../../nbs/10_run/01_jobs.ipynb #c006
 TEMPLATES = {"classification": "tabular.ipynb", "regression": "tabular.ipynb",   # one template per kind of report
              "data": "data.ipynb", "image_classification": "imaging.ipynb", "segmentation": "imaging.ipynb",
-             "triage": "triage.ipynb"}
+             "triage": "triage.ipynb", "records": "records.ipynb"}
 IMAGING_TASKS = ("image_classification", "segmentation")
 _IMAGING_NETWORKS = ("small_cnn", "resnet", "densenet121", "unet")   # medwb.imaging.networks.NETWORKS (asserted below), without importing torch
 DATA_MODEL = "data"   # data reports are published as reports/<dataset>/data/<version>/
 TRIAGE_MODEL = "triage"   # triage reports: reports/triage_<graph>/triage/<version>/ (clause 6.2.1)
+RECORDS_DATASET, RECORDS_MODEL = "records_notes", "rules"   # records reports: reports/records_notes/rules/<version>/ (clause 6.2.2)
 
 def template_hash(path: Path | str) -> str:
     "SHA-256 of a template's cell types, sources and tags (outputs and other metadata do not change the version)."
@@ -173,7 +175,7 @@ def build_matrix(settings: Settings) -> list[Job]:
                 j = make_job(settings, d, m, s, ds.task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
     imaging = [j for j in _imaging_jobs(settings, common) if j.version_id not in seen]
-    triage = _triage_jobs(settings, common)
+    triage = _triage_jobs(settings, common) + _records_jobs(settings, common)
     data = [j for j in jobs if j.task == "data"]
     return data + imaging + triage + [j for j in jobs if j.task != "data"]   # the long imaging jobs start first
 
@@ -206,8 +208,20 @@ def _triage_jobs(settings: Settings, common: dict) -> list[Job]:
                      dataset_fingerprint=triage_fingerprint(g, settings.data_dir, cfg.hpo_diseases))
             for g in cfg.graphs for s in settings.seeds]
 
+def _records_jobs(settings: Settings, common: dict) -> list[Job]:
+    "One records job per seed when [scenario.records] is present (clause 6.2.2); the settings are checked here, before any job runs."
+    from medwb.scenarios.records import records_config, records_fingerprint
+    if "records" not in settings.scenarios: return []
+    cfg = records_config(settings.scenarios["records"])
+    tpl, ev = _template(settings, "records"), {"method": "notes", "n_boot": settings.n_boot}
+    return [make_job(settings, RECORDS_DATASET, RECORDS_MODEL, s, "records", cfg.params(), ev, tpl, common,
+                     dataset_fingerprint=records_fingerprint(settings.data_dir)) for s in settings.seeds]
+
 def dataset_fingerprint(name: str, task: str, settings: Settings) -> str:
     "The current fingerprint of a tabular, imaging or triage dataset."
+    if task == "records":
+        from medwb.scenarios.records import records_fingerprint
+        return records_fingerprint(settings.data_dir)
     if task == "triage":
         from medwb.scenarios.systems import triage_config
         from medwb.scenarios.kg import triage_fingerprint
