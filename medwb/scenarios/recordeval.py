@@ -18,7 +18,7 @@ from .notes import Note, truth_fields
 from .terms import Terminology
 
 # %% auto #0
-__all__ = ['RESOURCES', 'score_notes', 'field_scores', 'score_table', 'exact_match', 'validity', 'negation_accuracy',
+__all__ = ['RESOURCES', 'score_notes', 'field_scores', 'score_table', 'paired_f1', 'exact_match', 'validity', 'negation_accuracy',
            'completion_eval', 'privacy_check']
 
 # %% ../../nbs/12_scenarios/15_recordeval.ipynb #c004
@@ -86,6 +86,24 @@ def score_table(scores: dict) -> pd.DataFrame:
     fmt = lambda c: "–" if c["estimate"] is None else f"{c['estimate']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]" if c["lo"] is not None else f"{c['estimate']:.3f}"
     return pd.DataFrame({f: {"precision": fmt(s["precision"]), "recall": fmt(s["recall"]), "F1": fmt(s["f1"]), "truth tuples": s["n_truth"],
                              "stated tuples": s["n_stated"]} for f, s in scores.items()}).T
+
+def paired_f1(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    "F1 of extractor a minus extractor b per field on the same notes, with a paired note-level bootstrap 95% interval."
+    rows = []
+    for f in a.field.unique():
+        pa, pb = a[a.field == f].set_index("id"), b[b.field == f].set_index("id")
+        ids = pa.index.intersection(pb.index)
+        pa, pb = pa.loc[ids], pb.loc[ids]
+        n = len(ids)
+        if not n: continue
+        W = np.random.default_rng([seed, 32]).multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)
+        fa = _prf(*(W @ pa[k].to_numpy(float) for k in ("tp", "fp", "fn")))[2]
+        fb = _prf(*(W @ pb[k].to_numpy(float) for k in ("tp", "fp", "fn")))[2]
+        d = fa - fb; d = d[~np.isnan(d)]
+        est = _prf(pa.tp.sum(), pa.fp.sum(), pa.fn.sum())[2] - _prf(pb.tp.sum(), pb.fp.sum(), pb.fn.sum())[2]
+        rows.append({"field": f, "difference": float(est), "lo": float(np.quantile(d, 0.025)) if len(d) else None,
+                     "hi": float(np.quantile(d, 0.975)) if len(d) else None, "notes": n})
+    return pd.DataFrame(rows).set_index("field")
 
 def exact_match(outs: list[dict]) -> pd.DataFrame:
     "Per resource type: the share of notes (that have one on either side) whose resources of that type are exactly the truth."
