@@ -130,6 +130,10 @@ def test_bad_input_is_named_and_nothing_invented(tmp_path, capsys):
     bad = tmp_path / "scan.txt"; bad.write_bytes(b"\x00\x01PDF" * 50)   # not text: refused, naming the file
     r = medwb("record", "extract", str(bad), settings=s)
     assert r.returncode != 0 and "scan.txt" in r.stderr, r.stderr
+    from medwb.run.jobs import build_matrix
+    assert not [j for j in build_matrix(load_settings(s, records="none")) if j.task == "records"]   # medwb run --records none
+    [j] = [j for j in build_matrix(load_settings(s, records="25")) if j.task == "records"]
+    assert j.params["notes"] == 25
     with pytest.raises(Exception, match="unknown key"):
         from medwb.scenarios.records import records_config
         records_config({"note": "5"})

@@ -149,6 +149,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if "medwb" not in cp: raise SettingsError(f"{path} has no [medwb] section")
     raw = dict(cp["medwb"])
     triage_graphs = overrides.pop("triage", None)   # `medwb run --triage GRAPHS|none`: the graphs of [scenario.triage]
+    records_notes = overrides.pop("records", None)  # `medwb run --records N|none`: the notes of [scenario.records], or no records job
     missing = [k for k in _REQUIRED if k not in raw and overrides.get(k) is None]
     if missing: raise SettingsError(f"{path} [medwb] is missing key(s): {', '.join(missing)}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -204,6 +205,9 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
         elif sec != "medwb":
             raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME] or [serve])")
     if triage_graphs is not None: scenarios["triage"] = {**scenarios.get("triage", {}), "graphs": str(triage_graphs)}
+    if records_notes is not None:
+        if str(records_notes).strip().lower() == "none": scenarios.pop("records", None)
+        else: scenarios["records"] = {**scenarios.get("records", {}), "notes": str(records_notes).strip()}
     imaging = _imaging_pairs(raw.get("imaging") or "")
     return Settings(path=path.resolve(), data_dir=(root / str(raw["data_dir"]).strip()).resolve(),
                     reports_dir=(root / str(raw["reports_dir"]).strip()).resolve(),

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--models", help="comma-separated model names")
     r.add_argument("--imaging", help="comma-separated DATASET:NETWORK imaging jobs, or none")
     r.add_argument("--triage", help="knowledge graphs of the triage jobs (common, hpo, comma-separated), or none")
+    r.add_argument("--records", help="generated notes of the structured-records job (a number), or none")
     r.add_argument("--seeds", help="comma-separated integer seeds")
     r.add_argument("--evaluation", help="holdout, kfold, repeated_kfold or bootstrap")
     r.add_argument("--folds", type=int, help="k for (repeated) k-fold")
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over = {"reports_dir": a.reports_dir}
         if a.cmd == "run":
-            over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, triage=a.triage, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
+            over.update(datasets=a.datasets, models=a.models, imaging=a.imaging, triage=a.triage, records=a.records, seeds=a.seeds, evaluation=a.evaluation, folds=a.folds, n_boot=a.n_boot,
                         jobs=a.jobs, executor=("dask" if a.scheduler else a.executor), scheduler=a.scheduler)
         try: settings = load_settings(a.settings, **over)
         except SettingsError:
