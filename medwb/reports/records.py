@@ -19,10 +19,11 @@ from .sections import Report, provenance_table
 from .compliance import load_project, banner_html, use_table
 
 # %% auto #0
-__all__ = ['RECORDS_DATASET', 'RECORDS_MODEL', 'RecordsReport']
+__all__ = ['RECORDS_DATASET', 'RECORDS_MODEL', 'BASELINE_NOTES', 'RecordsReport']
 
 # %% ../../nbs/09_reports/11_records.ipynb #c003
 RECORDS_DATASET, RECORDS_MODEL = "records_notes", "rules"
+BASELINE_NOTES = 200   # generated notes the no-context baseline is scored on (paired with the rules on the same notes)
 
 def _fmt(c: dict | None, d: int = 3) -> str:
     if not c or c.get("estimate") is None: return "–"
@@ -115,8 +116,10 @@ class RecordsReport(Report):
         "Per-field precision, recall and F1 with note-level bootstrap CIs; generated and hand-written apart."
         from medwb.scenarios.recordeval import score_notes, field_scores, score_table
         allnotes = self.notes + self.hand
-        for x in self.extractors:
-            try: self.results[x.name] = score_notes(x, self.T, allnotes)
+        for i, x in enumerate(self.extractors):
+            # the baseline is compared on the first BASELINE_NOTES generated notes and every hand-written one (paired), unvalidated
+            notes = allnotes if i == 0 or x.name != "no-context" else self.notes[:BASELINE_NOTES] + self.hand
+            try: self.results[x.name] = score_notes(x, self.T, notes, validate=i == 0 or x.name != "no-context")
             except MedwbError as e: self.record.setdefault("unavailable", {})[f"extractor {x.name}"] = str(e)
         main = self.extractors[0].name
         rows, outs = self.results[main]
@@ -145,7 +148,7 @@ class RecordsReport(Report):
                 if not len(a): continue
                 pf = paired_f1(a, b, self.S.n_boot, self.seed)
                 self.record["paired"][f"{name}/{src}"] = pf.reset_index().to_dict(orient="records")
-                yield f"**{main} − {name}**, F1 on the same {src} notes (paired bootstrap 95% interval):"
+                yield f"**{main} − {name}**, F1 on the same {pf.notes.max()} {src} notes (paired bootstrap 95% interval):"
                 yield pf.assign(difference=lambda x: x.difference.map("{:+.3f}".format), interval=lambda x: [f"{l:+.3f} to {h:+.3f}" for l, h in zip(x.lo, x.hi)])[["difference", "interval", "notes"]]
             sc = field_scores(r[r.source == "generated"], self.S.n_boot, self.seed)
             self.record["metrics"][f"{name.replace('-', '_')}_negation_f1"] = sc["negation"]["f1"]["estimate"]
