@@ -96,10 +96,10 @@ def test_store_edit_history_reconstruct_and_tampering(tmp_path, capsys):
     # a stored revision is never replaced; a changed byte is named; an unknown id is named
     f = tmp_path / "store" / "p001" / "0001.json"
     f.write_bytes(f.read_bytes().replace("社区获得性肺炎".encode(), "社区获得性肺癌".encode()))
-    r = medwb("record", "history", "p001", settings=s)
-    assert r.returncode != 0 and "revision 1" in r.stderr and "tampered" in r.stderr, r.stderr
-    r = medwb("record", "history", "nobody", settings=s)
-    assert r.returncode != 0 and "no record 'nobody'" in r.stderr, r.stderr
+    rc, out, err = _record(capsys, s, "history", "p001")
+    assert rc == 2 and "revision 1" in err and "tampered" in err, err
+    rc, out, err = _record(capsys, s, "history", "nobody")
+    assert rc == 2 and "no record 'nobody'" in err, err
 
 
 def test_store_is_encrypted_at_rest_with_a_key_folder(tmp_path, capsys):
@@ -139,7 +139,7 @@ def test_bad_input_is_named_and_nothing_invented(tmp_path, capsys):
         records_config({"note": "5"})
 
 
-def test_records_report_is_published_verified_and_reproduced(tmp_path):
+def test_records_report_is_published_verified_and_reproduced(tmp_path, capsys):
     from medwb.core.settings import load_settings
     from medwb.run.jobs import build_matrix
     from medwb.run.execute import run_job
@@ -160,7 +160,5 @@ def test_records_report_is_published_verified_and_reproduced(tmp_path):
     planted = [p for n in generate_notes(T, 40, 0, 0.5) + handwritten_notes(ROOT / "data") for p in n.planted]
     blob = "\n".join(p.read_text(encoding="utf-8", errors="ignore") for p in v.rglob("*") if p.is_file() and p.suffix != ".png")
     assert planted and not [x for x in planted if x in blob]
-    r = medwb("verify", res["version_id"], settings=s)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = medwb("reproduce", res["version_id"], settings=s)
-    assert r.returncode == 0 and "identical" in r.stdout.lower(), r.stdout + r.stderr
+    assert main(["--settings", str(s), "verify", res["version_id"]]) == 0
+    assert main(["--settings", str(s), "reproduce", res["version_id"]]) == 0 and "identical" in capsys.readouterr().out.lower()

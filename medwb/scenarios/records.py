@@ -116,8 +116,9 @@ def cmd_record(a, settings: Settings | None) -> int:
         sg = suggest(ex, T)
         if a.summary:
             for m in ex.mentions:
-                extra = " ".join(str(x) for x in (m.value, m.unit, m.dose, m.dose_unit, m.route, m.frequency, m.med_status, m.proc_status) if x is not None)
-                print(f"{m.kind:12} {m.code or '–':10} {m.status:11} {m.temporality:8} [{m.start}:{m.end}] {m.text!r} {extra}")
+                extra = " ".join(str(x) for x in (m.value, m.unit, m.dose, m.dose_unit, m.route, m.frequency) if x is not None)
+                status = m.med_status or m.proc_status or m.status   # a drug's or procedure's own status, a condition's verification
+                print(f"{m.kind:12} {m.code or '–':10} {status:11} {m.temporality:8} [{m.start}:{m.end}] {m.text!r} {extra}")
         else: print(bundle_json(b))
         for i in ex.issues: print(f"not structured: {i.get('text', i['what'])!r}: {i['why']}", file=sys.stderr)
         for s in sg: print(f"suggestion ({s.kind}, not a fact): {s.concept} for {s.completes}: {'; '.join(s.evidence)}", file=sys.stderr)
