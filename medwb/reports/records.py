@@ -189,9 +189,12 @@ class RecordsReport(Report):
             self.record["negation_accuracy"][src] = na
             tab[src] = {s: f"{v['k']}/{v['n']} = {_fmt(v)}" for s, v in na.items()}
         yield pd.DataFrame(tab).fillna("–")
-        yield "Chinese and English side by side (F1, generated notes):"
-        gen = rows[rows.source == "generated"]
-        side = {lang: {f: _fmt(s["f1"]) for f, s in field_scores(part, self.S.n_boot, self.seed).items()} for lang, part in gen.groupby("lang")}
+        yield "Chinese and English side by side (F1 with 95% intervals; generated and hand-written notes apart):"
+        side = {}
+        for src in ("generated", "hand-written"):
+            part = rows[rows.source == src]
+            for lang, p in part.groupby("lang"):
+                side[f"{src} {lang} ({p.id.nunique()})"] = {f: _fmt(s["f1"]) for f, s in field_scores(p, self.S.n_boot, self.seed).items()}
         self.record["by_language"] = side
         yield pd.DataFrame(side)
 
