@@ -49,6 +49,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'medwb.core.settings.find_settings': ('00_core/settings.html#find_settings', 'medwb/core/settings.py'),
                                      'medwb.core.settings.load_settings': ('00_core/settings.html#load_settings', 'medwb/core/settings.py'),
                                      'medwb.core.settings.package_path': ('00_core/settings.html#package_path', 'medwb/core/settings.py'),
+                                     'medwb.core.settings.scenario_values': ( '00_core/settings.html#scenario_values',
+                                                                              'medwb/core/settings.py'),
                                      'medwb.core.settings.seed_everything': ( '00_core/settings.html#seed_everything',
                                                                               'medwb/core/settings.py')},
             'medwb.core.store': { 'medwb.core.store._pid_alive': ('00_core/store.html#_pid_alive', 'medwb/core/store.py'),

@@ -17,8 +17,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'SCENARIOS',
-           'CPU_ISAS', 'MedwbError', 'SettingsError', 'Settings', 'find_settings', 'package_path', 'load_settings',
-           'seed_everything']
+           'CPU_ISAS', 'MedwbError', 'SettingsError', 'Settings', 'scenario_values', 'find_settings', 'package_path',
+           'load_settings', 'seed_everything']
 
 # %% ../../nbs/00_core/01_settings.ipynb #c004
 class MedwbError(Exception):
@@ -103,6 +103,19 @@ def _literal(section: str, key: str, raw: str) -> Any:
     except (ValueError, SyntaxError):
         raise SettingsError(f"settings.ini [{section}] {key} = {raw!r} is not a Python literal "
                             f"(quote strings: {key} = 'text')") from None
+
+def scenario_values(name: str, raw: dict | None, defaults: dict) -> tuple[dict, Callable]:
+    "A `[scenario.NAME]` section checked for unknown keys and filled with `defaults`, and `num(key, cast, lo, hi)` that reads one number in a range; errors name the key."
+    raw = dict(raw or {})
+    bad = sorted(set(raw) - set(defaults))
+    if bad: raise MedwbError(f"settings.ini [scenario.{name}]: unknown key(s) {', '.join(bad)}; the keys are {', '.join(defaults)}")
+    v = {**defaults, **{k: str(x).strip() for k, x in raw.items()}}
+    def num(k, cast, lo, hi):
+        try: x = cast(v[k])
+        except ValueError: raise MedwbError(f"settings.ini [scenario.{name}] {k} = {v[k]!r} is not a {'whole ' if cast is int else ''}number") from None
+        if not lo <= x <= hi: raise MedwbError(f"settings.ini [scenario.{name}] {k} = {x}: must be in [{lo}, {hi}]")
+        return x
+    return v, num
 
 def _as_int(key: str, raw: Any) -> int:
     try: return int(str(raw).strip())

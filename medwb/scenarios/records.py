@@ -38,15 +38,8 @@ class RecordsConfig:
 
 def records_config(raw: dict | None) -> RecordsConfig:
     "Check `[scenario.records]` (strings) and fill in the defaults; errors name the key."
-    raw = dict(raw or {})
-    bad = sorted(set(raw) - set(RECORDS_DEFAULTS))
-    if bad: raise MedwbError(f"settings.ini [scenario.records]: unknown key(s) {', '.join(bad)}; the keys are {', '.join(RECORDS_DEFAULTS)}")
-    v = {**RECORDS_DEFAULTS, **{k: str(x).strip() for k, x in raw.items()}}
-    def num(k, cast, lo, hi):
-        try: x = cast(v[k])
-        except ValueError: raise MedwbError(f"settings.ini [scenario.records] {k} = {v[k]!r} is not a {'whole ' if cast is int else ''}number") from None
-        if not lo <= x <= hi: raise MedwbError(f"settings.ini [scenario.records] {k} = {x}: must be in [{lo}, {hi}]")
-        return x
+    from medwb.core.settings import scenario_values
+    v, num = scenario_values("records", raw, RECORDS_DEFAULTS)
     if v["endpoint"] and not v["endpoint_model"]: raise MedwbError("settings.ini [scenario.records] endpoint needs endpoint_model")
     if not v["store"]: raise MedwbError("settings.ini [scenario.records] store is empty: name a folder for the record store")
     return RecordsConfig(num("notes", int, 0, 100_000), num("zh_share", float, 0, 1), v["store"], {"typo": num("noise_typo", float, 0, 1)},

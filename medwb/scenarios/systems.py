@@ -215,15 +215,8 @@ def config_from_params(params: dict) -> TriageConfig:
 
 def triage_config(raw: dict | None) -> TriageConfig:
     "Check `[scenario.triage]` (a dict of strings) and fill in the defaults."
-    raw = dict(raw or {})
-    bad = sorted(set(raw) - set(TRIAGE_DEFAULTS))
-    if bad: raise MedwbError(f"settings.ini [scenario.triage]: unknown key(s) {', '.join(bad)}; the keys are {', '.join(TRIAGE_DEFAULTS)}")
-    v = {**TRIAGE_DEFAULTS, **{k: str(x).strip() for k, x in raw.items()}}
-    def num(k, cast, lo, hi):
-        try: x = cast(v[k])
-        except ValueError: raise MedwbError(f"settings.ini [scenario.triage] {k} = {v[k]!r} is not a {'whole ' if cast is int else ''}number") from None
-        if not lo <= x <= hi: raise MedwbError(f"settings.ini [scenario.triage] {k} = {x}: must be in [{lo}, {hi}]")
-        return x
+    from medwb.core.settings import scenario_values
+    v, num = scenario_values("triage", raw, TRIAGE_DEFAULTS)
     graphs = tuple(g.strip() for g in v["graphs"].split(",") if g.strip())
     if graphs == ("none",): graphs = ()
     unknown = [g for g in graphs if g not in GRAPHS]
