@@ -169,7 +169,10 @@ def _english_pipeline():
     from negspacy.termsets import termset
     nlp = spacy.blank("en"); nlp.add_pipe("sentencizer")
     base = termset("en_clinical").get_patterns()
-    base = {**base, "termination": base["termination"] + [";"],   # a list of diagnoses separated by semicolons: each its own scope
+    # "rule out X" is to be excluded, not excluded: uncertain (ConText's reading), so it leaves NegEx's negation triggers for EN_UNCERTAIN;
+    # "ruled out" (done) stays a negation
+    base = {**base, "preceding_negations": [w for w in base["preceding_negations"] if not w.startswith(("rule out", "rule him", "rule her", "rule patient", "rule the", "rules out")) and w != "r/o"],
+            "termination": base["termination"] + [";"],   # a list of diagnoses separated by semicolons: each its own scope
             "following_negations": base["following_negations"] + ["ruled out", "excluded", "was excluded"]}
     nlp.add_pipe("negex", name="negation", config={"neg_termset": base, "extension_name": "negex"})
     for name, ts in (("uncertain", EN_UNCERTAIN), ("historical", EN_HISTORY)):
