@@ -63,6 +63,21 @@ def test_classifier_report(run):
         assert s in html, s
     assert "shortcut check" in m.get("not_applicable", {})
     assert_offline(html)
+    # robustness (12), corruption and OOD (13), compressed variants (14): the grid with its budget and checks, the defences, the variants
+    rob = m["robustness"]
+    assert {g["attack"] for g in rob["grid"]} == {"fgsm", "pgd", "square", "transfer"} and rob["images"] == 15
+    assert {g["eps"] for g in rob["grid"]} == {0.0, 2.0, 8.0} and all(g["queries"] > 0 for g in rob["grid"] if g["attack"] == "square" and g["eps"])
+    assert [c["check"] for c in rob["sanity"]][0] == "ε = 0 gives the clean ROC-AUC" and rob["sanity"][0]["passed"] is True
+    assert {d["attack"].split(" (")[0] for d in rob["defences"]} >= {"non-adaptive", "adaptive"}
+    assert {c["kind"] for c in m["shift"]["curves"]} >= {"noise", "blur", "contrast", "gibbs", "bias_field"}
+    assert {o["score"] for o in m["shift"]["ood"]} == {"msp", "energy", "mahalanobis"}
+    variants = {v["variant"]: v for v in m["compression"]["variants"]}
+    assert {"original", "onnx fp32", "onnx int8 dynamic", "onnx int8 static", "pruned 50%", "distilled"} <= set(variants)
+    assert variants["onnx fp32"]["max_abs_dp"] < 1e-4 and variants["onnx int8 static"]["size_ratio"] > 2
+    assert {"robustness/attack_grid.csv", "robustness/adversarial_examples.npz", "robustness/shift_curves.csv",
+            "figures/attack_grid.png", "figures/adversarial_examples.png", "figures/shift_curves.png"} <= files
+    for s in ("12. Robustness", "13. Corruption, shift and out-of-distribution rejection", "14. Compressed variants", "adaptive"):
+        assert s in html, s
 
 
 def test_confounded_control_report_has_the_shortcut_check(run):
@@ -71,6 +86,7 @@ def test_confounded_control_report_has_the_shortcut_check(run):
     m, html = _report(r)
     assert set(m["shortcut"]) == {"roc_auc_with_marker", "roc_auc_without_marker", "n_without_marker"}
     assert "confounded control" in html
+    assert m["robustness"]["grid"] and m["compression"]["variants"]   # the control gets its own robustness profile
 
 
 def test_segmenter_report(run):

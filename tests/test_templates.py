@@ -15,7 +15,8 @@ from medwb.reports.html import assert_offline
 SECTIONS = ["1. Identity and provenance", "2. Intended use", "3. Data", "4. Validation design", "5. Model specification",
             "6. Discrimination", "7. Threshold metrics", "8. Calibration", "9. Clinical utility", "10. Regression metrics",
             "11. Baseline comparison", "12. Subgroups", "13. Explanations", "14. Failure analysis",
-            "15. Limitations and improvement plan", "16. Compliance matrix", "17. Reproducibility"]
+            "15. Robustness", "16. Distribution shift and out-of-distribution inputs", "17. Compressed variants",
+            "18. Limitations and improvement plan", "19. Compliance matrix", "20. Reproducibility"]
 
 
 @pytest.mark.parametrize("dataset, model, evaluation, params", [
@@ -46,7 +47,8 @@ def test_template_runs_with_small_parameters(tmp_path, dataset, model, evaluatio
     assert m["ci"][key]["lo"] <= m["ci"][key]["estimate"] <= m["ci"][key]["hi"]
     assert "explanations" in m and m["explanations"]["top_features"], m.get("unavailable")
     assert len(m["limitations"]) >= 3 and len(m["compliance"]) >= 15
-    expected_na = {"discrimination", "threshold metrics", "calibration", "clinical utility"} if key == "r2" else {"regression metrics", "subgroups"}
+    expected_na = ({"discrimination", "threshold metrics", "calibration", "clinical utility", "robustness", "compressed variants"} if key == "r2"
+                   else {"regression metrics", "subgroups"})
     assert set(m.get("not_applicable", {})) == expected_na, m.get("not_applicable")
     assert not m.get("unavailable"), m.get("unavailable")
     assert {p.name for p in (out / "figures").iterdir()}
@@ -78,7 +80,8 @@ def test_a_model_without_probabilities_still_gets_a_report(tmp_path):
     assert "no probabilities" in un["calibration"] and "no probabilities" in un["clinical utility"]
     assert "explanations" in un and "comparisons" in m and "ci" in m
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "This section could not be computed" in html and ">16. Compliance matrix<" in html
+    assert "no probabilities" in un["robustness"] and "no probabilities" in un["compressed variants"]
+    assert "This section could not be computed" in html and ">19. Compliance matrix<" in html
 
 
 def test_data_report_of_a_declared_csv_with_bad_rows_and_gbk(tmp_path):

@@ -17,8 +17,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['N_BOOT', 'FOLDS', 'REPEATS', 'ROUNDS', 'MIN_SUBGROUP_N', 'EXECUTORS', 'EVALUATIONS', 'IMPUTATIONS', 'SCENARIOS',
-           'CPU_ISAS', 'MedwbError', 'SettingsError', 'Settings', 'scenario_values', 'find_settings', 'package_path',
-           'load_settings', 'seed_everything']
+           'CPU_ISAS', 'MedwbError', 'SettingsError', 'Settings', 'section_values', 'scenario_values', 'find_settings',
+           'package_path', 'load_settings', 'seed_everything']
 
 # %% ../../nbs/00_core/01_settings.ipynb #c004
 class MedwbError(Exception):
@@ -68,6 +68,7 @@ class Settings:
     imaging_specs: dict = field(default_factory=dict)  # {dataset: {key: value}} from [imaging.NAME]
     serve: dict = field(default_factory=dict)          # the prediction service's settings, raw, from [serve] (read by medwb.serve.gate)
     scenarios: dict = field(default_factory=dict)      # {scenario: {key: value}}, raw, from [scenario.NAME] (read by medwb.scenarios, e.g. triage)
+    robustness: dict = field(default_factory=dict)     # attack grid, subsets and compression settings, raw, from [robustness] (read by medwb.robustness.attacks)
 
     def evaluation_config(self) -> dict:
         "The evaluation settings that determine a result (only those the chosen design uses): what a model job hashes."
@@ -104,18 +105,22 @@ def _literal(section: str, key: str, raw: str) -> Any:
         raise SettingsError(f"settings.ini [{section}] {key} = {raw!r} is not a Python literal "
                             f"(quote strings: {key} = 'text')") from None
 
-def scenario_values(name: str, raw: dict | None, defaults: dict) -> tuple[dict, Callable]:
-    "A `[scenario.NAME]` section checked for unknown keys and filled with `defaults`, and `num(key, cast, lo, hi)` that reads one number in a range; errors name the key."
-    raw = dict(raw or {})
+def section_values(section: str, raw: dict | None, defaults: dict) -> tuple[dict, Callable]:
+    "A settings section (e.g. `robustness`, `scenario.triage`) checked for unknown keys and filled with `defaults`, and `num(key, cast, lo, hi)` that reads one number in a range; errors name the key."
+    raw, name = dict(raw or {}), section
     bad = sorted(set(raw) - set(defaults))
-    if bad: raise MedwbError(f"settings.ini [scenario.{name}]: unknown key(s) {', '.join(bad)}; the keys are {', '.join(defaults)}")
+    if bad: raise MedwbError(f"settings.ini [{name}]: unknown key(s) {', '.join(bad)}; the keys are {', '.join(defaults)}")
     v = {**defaults, **{k: str(x).strip() for k, x in raw.items()}}
     def num(k, cast, lo, hi):
         try: x = cast(v[k])
-        except ValueError: raise MedwbError(f"settings.ini [scenario.{name}] {k} = {v[k]!r} is not a {'whole ' if cast is int else ''}number") from None
-        if not lo <= x <= hi: raise MedwbError(f"settings.ini [scenario.{name}] {k} = {x}: must be in [{lo}, {hi}]")
+        except ValueError: raise MedwbError(f"settings.ini [{name}] {k} = {v[k]!r} is not a {'whole ' if cast is int else ''}number") from None
+        if not lo <= x <= hi: raise MedwbError(f"settings.ini [{name}] {k} = {x}: must be in [{lo}, {hi}]")
         return x
     return v, num
+
+def scenario_values(name: str, raw: dict | None, defaults: dict) -> tuple[dict, Callable]:
+    "A `[scenario.NAME]` section checked (see `section_values`)."
+    return section_values(f"scenario.{name}", raw, defaults)
 
 def _as_int(key: str, raw: Any) -> int:
     try: return int(str(raw).strip())
@@ -201,7 +206,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if cpu_isa not in CPU_ISAS: raise SettingsError(f"settings.ini [medwb] cpu_isa = {cpu_isa!r}; choose one of {', '.join(CPU_ISAS)}")
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
-    model_params, dataset_specs, imaging_specs, serve, scenarios = {}, {}, {}, {}, {}
+    model_params, dataset_specs, imaging_specs, serve, scenarios, robustness = {}, {}, {}, {}, {}, {}
     for sec in cp.sections():
         kind, _, name = sec.partition(".")
         if kind == "model" and name:
@@ -215,8 +220,10 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
             scenarios[name] = dict(cp[sec])
         elif sec == "serve":
             serve = dict(cp[sec])
+        elif sec == "robustness":
+            robustness = dict(cp[sec])
         elif sec != "medwb":
-            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME] or [serve])")
+            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME], [robustness] or [serve])")
     if triage_graphs is not None: scenarios["triage"] = {**scenarios.get("triage", {}), "graphs": str(triage_graphs)}
     if records_notes is not None:
         if str(records_notes).strip().lower() == "none": scenarios.pop("records", None)
@@ -231,7 +238,8 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     kek_dir=(root / str(raw["kek_dir"]).strip()).resolve() if str(raw.get("kek_dir") or "").strip() else None,
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler, cpu_isa=cpu_isa,
-                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve, scenarios=scenarios)
+                    model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve, scenarios=scenarios,
+                    robustness=robustness)
 
 # %% ../../nbs/00_core/01_settings.ipynb #c014
 def seed_everything(seed: int) -> np.random.Generator:

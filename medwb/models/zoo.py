@@ -21,8 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from ..core.settings import MedwbError
 
 # %% auto #0
-__all__ = ['MODELS', 'BASELINE', 'REFERENCE', 'TorchMLPClassifier', 'TorchMLPRegressor', 'ModelSpec', 'register_model',
-           'make_model', 'model_params']
+__all__ = ['MODELS', 'BASELINE', 'REFERENCE', 'art_evasion', 'TorchMLPClassifier', 'TorchMLPRegressor', 'ModelSpec',
+           'register_model', 'make_model', 'model_params']
 
 # %% ../../nbs/04_models/02_zoo.ipynb #c004
 class _TorchMLP(BaseEstimator):
@@ -34,9 +34,12 @@ class _TorchMLP(BaseEstimator):
                  batch_size: int = 64,           # minibatch size
                  dropout: float = 0.0,           # dropout after each hidden layer
                  random_state: int = 0,          # seed for weights and batch order
-                 device: str = "auto"):          # 'auto' (CUDA when present), 'cpu' or 'cuda'
+                 device: str = "auto",           # 'auto' (CUDA when present), 'cpu' or 'cuda'
+                 adversarial_eps: float = 0.0,   # > 0: PGD adversarial training at this L∞ ε (in standardised units, i.e. training SDs)
+                 adversarial_steps: int = 5):    # PGD steps per batch of adversarial training
         self.hidden, self.epochs, self.lr, self.weight_decay = hidden, epochs, lr, weight_decay
         self.batch_size, self.dropout, self.random_state, self.device = batch_size, dropout, random_state, device
+        self.adversarial_eps, self.adversarial_steps = adversarial_eps, adversarial_steps
 
     def _net(self, n_in: int, n_out: int):
         import torch.nn as nn
@@ -51,7 +54,7 @@ class _TorchMLP(BaseEstimator):
         if self.device == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
-    def _fit(self, X, t, loss_fn):
+    def _fit(self, X, t, loss_fn, perturb=None):
         import torch
         if int(self.epochs) < 1 or int(self.batch_size) < 1 or float(self.lr) <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive (got {self.epochs}, {self.batch_size}, {self.lr})")
@@ -63,6 +66,7 @@ class _TorchMLP(BaseEstimator):
             X = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
             t = torch.as_tensor(np.asarray(t, dtype=np.float32).reshape(len(X), -1), device=dev)
             net = self._net(X.shape[1], t.shape[1]).to(dev)
+            adv = perturb(net) if perturb else None
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             g = torch.Generator().manual_seed(self.random_state)
             self.loss_curve_ = []
@@ -70,7 +74,11 @@ class _TorchMLP(BaseEstimator):
                 net.train(); total = 0.0
                 for b in torch.randperm(len(X), generator=g).split(int(self.batch_size)):
                     b = b.to(dev)
-                    opt.zero_grad(); loss = loss_fn(net(X[b]), t[b]); loss.backward(); opt.step()
+                    if adv is None: opt.zero_grad(); loss = loss_fn(net(X[b]), t[b])
+                    else:   # half clean, half PGD examples crafted against the current weights
+                        xa = adv(X[b], t[b]); opt.zero_grad()
+                        loss = 0.5 * loss_fn(net(X[b]), t[b]) + 0.5 * loss_fn(net(xa), t[b])
+                    loss.backward(); opt.step()
                     total += loss.item() * len(b)
                 self.loss_curve_.append(total / len(X))
             self.net_ = net.cpu().eval()
@@ -84,13 +92,50 @@ class _TorchMLP(BaseEstimator):
         with torch.no_grad(): return self.net_(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
 
 # %% ../../nbs/04_models/02_zoo.ipynb #c005
+def art_evasion():
+    "ART's evasion-attack module. Report kernels run with NUMBA_DISABLE_JIT=1 (medwb.run.jobs.KERNEL_ENV), under which ART's numba-decorated "
+    "Brendel–Bethge classes fail at import; the JIT is switched on for the import only (nothing is compiled until that attack runs)."
+    try: import numba
+    except ImportError: numba = None
+    old = numba.config.DISABLE_JIT if numba else None
+    if numba: numba.config.DISABLE_JIT = False
+    try:
+        import art.attacks.evasion as evasion
+    finally:
+        if numba: numba.config.DISABLE_JIT = old
+    return evasion
+
+def _pgd_trainer(eps: float, steps: int, seed: int):
+    "PGD adversarial training (Madry et al. 2018, random start) with ART's attack, against the weights being trained."
+    def make(net):
+        import torch
+        from art.estimators.classification import PyTorchClassifier
+        ProjectedGradientDescent = art_evasion().ProjectedGradientDescent
+        class TwoLogits(torch.nn.Module):   # [0, z]: ART's two-class view of a one-logit network
+            def __init__(self, n): super().__init__(); self.n = n
+            def forward(self, x): z = self.n(x)[:, 0]; return torch.stack([torch.zeros_like(z), z], 1)
+        clf = PyTorchClassifier(TwoLogits(net), loss=torch.nn.CrossEntropyLoss(), input_shape=(net[0].in_features,), nb_classes=2,
+                                device_type="cpu")
+        pgd = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps, num_random_init=1, verbose=False)
+        np.random.seed(seed)
+        def adv(xb, tb):
+            was = net.training; net.eval()
+            y = np.eye(2, dtype=np.float32)[tb[:, 0].cpu().numpy().astype(int)]
+            xa = torch.as_tensor(pgd.generate(xb.cpu().numpy(), y=y), device=xb.device)
+            net.train(was)
+            return xa
+        return adv
+    return make
+
 class TorchMLPClassifier(ClassifierMixin, _TorchMLP):
     "Binary classifier: a PyTorch MLP trained with BCE loss."
     def fit(self, X, y):
         import torch
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2: raise ValueError(f"TorchMLPClassifier is binary; got classes {self.classes_}")
-        return self._fit(X, (np.asarray(y) == self.classes_[1]).astype(np.float32), torch.nn.BCEWithLogitsLoss())
+        if not 0 <= float(self.adversarial_eps) <= 1: raise ValueError(f"adversarial_eps must be in [0, 1] (training SDs), got {self.adversarial_eps}")
+        perturb = _pgd_trainer(float(self.adversarial_eps), int(self.adversarial_steps), self.random_state) if self.adversarial_eps else None
+        return self._fit(X, (np.asarray(y) == self.classes_[1]).astype(np.float32), torch.nn.BCEWithLogitsLoss(), perturb)
     def predict_proba(self, X) -> np.ndarray:
         p = 1 / (1 + np.exp(-self._forward(X)[:, 0].astype(np.float64)))
         return np.column_stack([1 - p, p])
@@ -139,6 +184,9 @@ register_model("mlp", "Multi-layer perceptron in PyTorch (Adam, L2 weight decay)
 def _dp_mlp(seed: int):
     from medwb.privacy.dp import DPMLPClassifier   # Opacus is imported only when this model is used
     return DPMLPClassifier(random_state=seed)
+
+register_model("mlp_at", "Multi-layer perceptron with PGD adversarial training (ε = 0.25 training SD, 5 steps; clause 5.4.3.2)",
+               lambda s: TorchMLPClassifier(random_state=s, adversarial_eps=0.25))
 
 register_model("dp_mlp", "Multi-layer perceptron trained with DP-SGD (Opacus; ε, δ in settings, clause 5.4)", _dp_mlp)
 

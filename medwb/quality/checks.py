@@ -36,7 +36,7 @@ UNIT_TABLE = {"glucose mmol/L → mg/dL": (18.016, 0.0), "cholesterol mmol/L →
               "temperature °F → °C": (5 / 9, -32 * 5 / 9), "weight lb → kg": (0.45359237, 0.0)}
 
 _COLUMN_KEYS = {"type", "required", "unit", "role", "range", "plausible", "zero_means_missing", "allowed", "synonyms",
-                "convert", "unit_column", "infer_unit", "description", "dayfirst"}
+                "convert", "unit_column", "infer_unit", "description", "dayfirst", "perturbable"}
 
 @dataclass
 class ColumnSpec:
@@ -56,6 +56,7 @@ class ColumnSpec:
     infer_unit: bool = False             # detect alternative units by range (no unit column)
     description: str = ""
     dayfirst: bool = True                # dates: 05/03/2021 is 5 March
+    perturbable: bool = False            # a person could change this value (the robustness stage's attacks may perturb it)
 
     def __post_init__(self):
         where = f"schema column {self.name!r}"

@@ -104,8 +104,15 @@ def limitations(facts: dict) -> pd.DataFrame:
         "External validation on an independent dataset before clinical use.")
     add("No out-of-range input rejection", "the model scores any numeric input", "Implausible or out-of-distribution inputs get confident predictions.",
         "Serve it only through medwb serve, which refuses values outside the schema's physiological range or plausibility limits "
-        "and flags values beyond the training range; "
-        "out-of-distribution rejection is the planned robustness stage (clause 5.4.3.2).")
+        "and flags values beyond the training range; the out-of-distribution scores of section 16 (networks) are not yet applied by the service.")
+    rob = facts.get("robustness") or {}
+    p = rob.get("pgd_smallest")
+    if p and p["clean"] is not None and p["roc_auc"] is not None and p["clean"] - p["roc_auc"] > 0.1:
+        add("Fragile to small adversarial perturbations", f"ROC-AUC {p['clean']:.3f} → {p['roc_auc']:.3f} under PGD at ε = {p['eps']}",
+            "Someone who can change the inputs slightly can change the decision.", "Accept inputs only from trusted devices and records; consider adversarial training (model mlp_at).")
+    if rob.get("sanity_failed"):
+        add("Attack evaluation failed a sanity check", ", ".join(rob["sanity_failed"]), "The attacked numbers may overstate robustness.",
+            "Read the robustness section as unverified; increase the attack budget ([robustness] pgd_steps) and re-run.")
     if not facts.get("approved"):
         add("No ethics approval recorded", "project.yml has no approval id", "Clinical use would breach clause 4.1.", "Obtain approval; until then research use only.")
     return pd.DataFrame(out)
@@ -114,6 +121,7 @@ def limitations(facts: dict) -> pd.DataFrame:
 def compliance_matrix(facts: dict, anchors: dict[str, str]) -> pd.DataFrame:
     "Clause, requirement, status and evidence link for a tabular model report."
     clf, dr = facts.get("task") == "classification", bool(facts.get("data_report"))
+    rob = facts.get("robustness") or {}
     link = lambda key: f'<a href="#{anchors[key]}">{key}</a>' if key in anchors else key
     rows = [
         ("4.1", "Ethics review, approval, supervision", "met" if facts.get("approved") else "partly",
@@ -157,7 +165,15 @@ def compliance_matrix(facts: dict, anchors: dict[str, str]) -> pd.DataFrame:
          "Model specification: privacy and security — " + ("records checked against the consent registry"
                                                            if (facts.get("privacy") or {}).get("consent") else
                                                            "no per-subject consent registry for this dataset (public data); medwb withdraw marks versions stale")),
-        ("5.4.3.1", "Adversarial and robustness testing", "not yet", "Limitations: robustness stage planned"),
+        ("5.4.3.1", "Adversarial and robustness testing (white-, black-, grey-box)",
+         "met" if rob.get("attacks") and not rob.get("sanity_failed") else "partly" if rob.get("attacks") or rob.get("shift") else "not yet",
+         ("Robustness: " + ", ".join(rob["attacks"]) + " with CIs" + (f"; failed sanity checks: {', '.join(rob['sanity_failed'])}" if rob.get("sanity_failed") else "; sanity checks passed"))
+         if rob.get("attacks") else "Distribution shift and out-of-distribution inputs: shift curves only (no attack applies to this model)" if rob.get("shift") else "Robustness: not run"),
+        ("5.4.3.2", "Input filtering, adversarial training, ensemble defences", "met" if rob.get("defences") and rob.get("ood") else "partly" if rob.get("defences") or rob.get("ood") else "not yet",
+         "Robustness: " + (", ".join(d.replace("_", " ") for d in rob.get("defences", [])) or "no defence evaluated")
+         + ("; out-of-distribution rejection in Distribution shift and out-of-distribution inputs" if rob.get("ood") else "")),
+        ("5.2.4.1–2", "Pruning, 8-bit quantisation, knowledge distillation", "met" if rob.get("variants") else "not yet",
+         "Compressed variants: " + (", ".join(rob["variants"]) if rob.get("variants") else "none measured")),
         ("6.1", "Deployment and operations: release only what the evidence supports; monitoring", "partly",
          "this report is the evidence medwb deploy gates on (verify, not stale, metric gates, blocking findings); who deployed it, "
          "when and why is in reports/_deployed.json and the service's audit log, not in this report"),

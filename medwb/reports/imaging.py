@@ -299,6 +299,109 @@ class ImagingReport(Report):
         yield f"{len(lt)} predicted lesions on {len(te)} test images (all listed in `lesions.csv`); the first 20:"
         yield lt.head(20).round(2).set_index(["id", "lesion"])
 
+    def _attack_targets(self, cfg):
+        "This network on a seeded subset of the test images, and a narrower surrogate CNN trained on the same training images (seed + 1)."
+        from ..robustness import attacks as RA
+        if "targets" not in self.state:
+            ds, (tr, va, te) = self.ds, self.parts
+            ix = RA.subset(ds.labels[te], cfg.images, self.seed, cfg.full)
+            sel = te[ix]
+            t = RA.image_target(self.model, self.net, ds.images[sel], ds.labels[sel], self.state["thr"])
+            sur = RA.image_surrogate(ds.images[tr], ds.labels[tr], ds.images[va], ds.labels[va], seed=self.seed + 1, epochs=cfg.surrogate_epochs)
+            s_thr = choose_threshold(ds.labels[va], predict(sur, ds.images[va]), self.E["threshold"])
+            self.state["targets"] = (t, RA.image_target("surrogate", sur, ds.images[sel], ds.labels[sel], s_thr), ix)
+        return self.state["targets"]
+
+    def robustness(self):
+        "The attack grid (clause 5.4.3.1) with its sanity checks and example images, and two defences against adaptive attacks (5.4.3.2)."
+        applies(not self.seg, "a segmentation model: the attack grid flips a classification")
+        from ..robustness import attacks as RA
+        from sklearn.metrics import roc_auc_score
+        cfg = RA.robustness_config(self.E.get("robustness") or self.S.robustness)
+        t, sur, ix = self._attack_targets(cfg)
+        g = RA.attack_grid(t, cfg, self.seed, self.E["n_boot"], surrogate=sur, keep_examples=True)
+        checks = RA.sanity_checks(g, roc_auc_score(t.y, self.state["p_test"][ix]))
+        n_te = len(self.parts[2])
+        rec = self.record["robustness"] = {"images": int(len(ix)), "of": int(n_te), "config": cfg.as_dict(), "not_run": [list(r) for r in g.not_run],
+                                           "grid": g.table, "sanity": checks}
+        out = Path(self.out_dir) / "robustness"; out.mkdir(exist_ok=True)
+        g.table.to_csv(out / "attack_grid.csv", index=False, float_format="%.6g")
+        eps = cfg.eps_imaging[len(cfg.eps_imaging) // 2] if cfg.eps_imaging else None
+        yield (f"**Attacked images:** {len(ix)} of the {n_te} test images (a seeded subset stratified by label; `[robustness] images`, or "
+               f"`full = true`). ε in 1/255 of the intensity range; pixels stay in [0, 1]. Bootstrap 95% CIs ({self.E['n_boot']} resamples). "
+               f"The transfer attack's surrogate is a narrower small CNN (8–32 channels) trained for {cfg.surrogate_epochs} epochs on the same "
+               f"training images with seed {self.seed + 1}; its own ROC-AUC on these images is {roc_auc_score(t.y, sur.proba(sur.x)):.3f}.")
+        yield pd.DataFrame([{"attack": a, "access": RA.ACCESS[a], "what it does": RA.DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
+                             iters=cfg.hsj_iterations, rows=cfg.hsj_rows)} for a in g.table.attack.unique()]).set_index("attack")
+        if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
+        if cfg.rejected: yield "**ε refused by the settings:** " + "; ".join(cfg.rejected) + "."
+        yield RA.grid_table(g.table)
+        yield "attack_grid", RA.grid_figure(g.table, f"{self.model} on {self.dataset}: ROC-AUC under attack")
+        yield "**Sanity checks** (a failed check means the attack numbers above are not evidence of robustness):"
+        yield checks.set_index("check")
+        if eps:
+            xa = g.examples["pgd"][eps]
+            np.savez_compressed(out / "adversarial_examples.npz", ids=np.asarray(self.ds.ids)[self.parts[2][ix]], clean=t.x, pgd=xa, eps=eps)
+            yield "adversarial_examples", RA.examples_figure(t, xa, eps, title=f"PGD at ε = {eps:g}/255 — original, attacked, perturbation")
+            sd = RA.smoothing_defence(t, eps, steps=cfg.pgd_steps, seed=self.seed, n_boot=self.E["n_boot"])
+            ed = RA.ensemble_defence(t, [sur], eps, cfg.pgd_steps, self.seed, self.E["n_boot"])
+            rec["defences"] = pd.concat([sd, ed], ignore_index=True)
+            yield (f"**Defences at ε = {eps:g}/255, each attacked twice** (clause 5.4.3.2): non-adaptive, with PGD crafted on the undefended model; "
+                   "adaptive, with PGD through the defence (BPDA through the median filter; the ensemble's own output).")
+            yield RA.defence_table(rec["defences"])
+
+    def shift(self):
+        "Performance against five severities of MONAI image corruptions (clause 5.4.3) and out-of-distribution rejection (5.4.3.2)."
+        applies(not self.seg, "a segmentation model (its robustness to corruption is not measured here)")
+        from ..robustness import shift as RS
+        from ..robustness.attacks import ood_table
+        ds, (tr, va, te) = self.ds, self.parts
+        x, y, thr = ds.images[te], ds.labels[te], self.state["thr"]
+        curves = RS.severity_curves(lambda z: predict(self.net, z), x, y, thr, "classification", RS.corrupt_images, list(RS.IMAGE_CORRUPTIONS),
+                                    n_boot=self.E["n_boot"], seed=self.seed)
+        summ = RS.severity_summary(curves)
+        rec = self.record["shift"] = {"curves": curves, "summary": summ}
+        out = Path(self.out_dir) / "robustness"; out.mkdir(exist_ok=True)
+        curves.to_csv(out / "shift_curves.csv", index=False, float_format="%.6g")
+        yield f"On all {len(te)} test images; bootstrap 95% CIs ({self.E['n_boot']} resamples); severity 0 is the clean test set. The corruptions:"
+        yield RS.corruption_table()
+        yield "shift_curves", RS.severity_figure(curves, f"{self.model} on {self.dataset}: performance under corruption")
+        yield "**Summary** (clean value, value at severity 5 and the mean change over severities 1–5; not ImageNet-C's AlexNet-normalised mCE):"
+        yield summ.set_index(["kind", "metric"]).round(4)
+        sc = lambda z: RS.ood_scores(self.net, z, fit_x=ds.images[tr], fit_y=ds.labels[tr])
+        v_id, t_id = sc(ds.images[va]), sc(x)
+        ood = [RS.ood_evaluation(v_id, t_id, sc(RS.corrupt_images(x, k, 5, self.seed)), n_boot=self.E["n_boot"], seed=self.seed).assign(shifted=f"{k}, severity 5")
+               for k in ("contrast", "noise")]
+        rec["ood"] = pd.concat(ood, ignore_index=True)
+        yield ("**Out-of-distribution rejection** (clause 5.4.3.2): max-softmax, energy and Mahalanobis (penultimate features, training images) "
+               "scores; each threshold keeps 95% of the in-distribution **validation** images and is then applied unchanged. AUROC: test images "
+               "vs the same images corrupted at severity 5; FPR95: the share of corrupted images accepted when 95% of the test images are kept.")
+        yield ood_table(rec["ood"])
+
+    def compression(self):
+        "int8 (ONNX Runtime), pruned and distilled variants of the network on the same test images (clauses 5.2.4.1–2)."
+        applies(not self.seg, "a segmentation model (variants are compared by ROC-AUC)")
+        from ..robustness import compress as RC
+        from ..robustness.attacks import robustness_config
+        cfg = robustness_config(self.E.get("robustness") or self.S.robustness)
+        ds, (tr, va, te) = self.ds, self.parts
+        narrow = {"small_cnn": {"channels": (8, 8, 16, 16)}}.get(self.model)
+        student = (lambda: make_network(self.model, seed=self.seed, **narrow)) if narrow else None
+        rows = RC.torch_variants(self.net, ds.images[va], ds.images[te], student=student, x_train=ds.images[tr], y_train=ds.labels[tr],
+                                 y_calib=ds.labels[va], kd={"T": cfg.temperature, "epochs": cfg.image_distil_epochs}, work_dir=Path(self.out_dir) / "robustness" / "variants",
+                                 seed=self.seed, repeats=30)
+        table = RC.variants_table(ds.labels[te], self.state["thr"], rows[0], rows[1:], margin=cfg.margin, n_boot=self.E["n_boot"], seed=self.seed)
+        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}
+        yield (f"On the {len(te)} test images; int8 calibration on the {len(va)} validation images. "
+               + (f"Student: {self.model} with channels {narrow['channels']}, distilled for {cfg.image_distil_epochs} epochs at T = {cfg.temperature:g}. " if narrow else
+                  f"No student architecture is declared for {self.model}: no distilled variant. ")
+               + f"Latency: CPU, one thread, one image p50/p95 and one batch of all test images (timings vary by machine and are not part of "
+               f"`metrics`). ΔROC-AUC is *variant − original* with DeLong's 95% CI; non-inferiority margin {cfg.margin:g}. A variant that is "
+               "larger, slower (p50) or outside the margin is flagged.")
+        yield RC.display_table(table)
+        yield "**How each variant was made:**"
+        yield table[["method", "error"]].rename(columns={"error": "why not built"})
+
     def _seed_finding(self) -> tuple[str, str]:
         "Whether this run's localisation verdicts hold in the other seeds of the same configuration published so far."
         if self.seg or self.record.get("localisation") is None:

@@ -279,7 +279,8 @@ def delong_table(comps: dict) -> pd.DataFrame:
 # %% ../../nbs/09_reports/03_sections.ipynb #c024
 SECTION_NAMES = ["Identity and provenance", "Intended use", "Data", "Validation design", "Model specification", "Discrimination",
                  "Threshold metrics", "Calibration", "Clinical utility", "Regression metrics", "Baseline comparison", "Subgroups",
-                 "Explanations", "Failure analysis", "Limitations and improvement plan", "Compliance matrix", "Reproducibility"]
+                 "Explanations", "Failure analysis", "Robustness", "Distribution shift and out-of-distribution inputs", "Compressed variants",
+                 "Limitations and improvement plan", "Compliance matrix", "Reproducibility"]
 SECTION_ANCHORS = {n: f"{i}.-{n.replace(' ', '-')}" for i, n in enumerate(SECTION_NAMES, 1)}
 
 def report_facts(record: dict, ev, project: dict, ds) -> dict:
@@ -297,7 +298,24 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
             "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
             "explained": "explanations" in record, "data_report": bool(record.get("data_report")),
             "annotations": bool((ds.lifecycle or {}).get("annotations")),
-            "privacy": _privacy_facts(record.get("privacy"))}
+            "privacy": _privacy_facts(record.get("privacy")), "robustness": _robustness_facts(record)}
+
+def _robustness_facts(record: dict) -> dict:
+    "What the robustness, shift and compression sections established (for the limitations and the compliance matrix)."
+    r, out = record.get("robustness") or {}, {}
+    g = r.get("grid")
+    if g is not None and len(g):
+        out["attacks"] = sorted(set(g["attack"]))
+        s = r.get("sanity")
+        out["sanity_failed"] = [] if s is None else [row.check for row in s.itertuples() if row.passed is False]
+        w = g[(g["attack"] == "pgd") & (g["eps"] > 0)].sort_values("eps")
+        if len(w): out["pgd_smallest"] = {"eps": w["eps_label"].iloc[0], "roc_auc": w["roc_auc"].iloc[0], "clean": g[g["eps"] == 0]["roc_auc"].iloc[0]}
+    out["defences"] = [k for k in ("adversarial_training", "ensemble_defence", "defences", "input_validation") if r.get(k) is not None]
+    out["shift"] = record.get("shift") is not None
+    out["ood"] = (record.get("shift") or {}).get("ood") is not None
+    c = record.get("compression") or {}
+    out["variants"] = [v["variant"] for v in c.get("variants", []) if v.get("roc_auc") is not None]
+    return out
 
 def _privacy_facts(p: dict | None) -> dict | None:
     if not p: return None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from .sections import (CI_ROWS, Report, SECTION_ANCHORS, applies, calibration_ta
                                     parts_table, provenance_table, regression_figures, report_facts, report_heading, require,
                                     sample_size_statement, save_artifacts, target_statement, threshold_statement)
 from .privacy import privacy_section
+from .data import schema_for
 
 # %% auto #0
 __all__ = ['TabularReport']
@@ -50,6 +52,7 @@ class TabularReport(Report):
     provenance: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)   # everything that goes to metrics.json
     ev: object = None                            # medwb.evaluation.metrics.Evaluation, after `design`
+    state: dict = field(default_factory=dict)    # what later sections reuse (the holdout fit of the robustness sections)
 
     @classmethod
     def start(cls, dataset: str, model: str, seed: int, model_params: dict, evaluation: dict, settings: dict,
@@ -233,6 +236,185 @@ class TabularReport(Report):
         yield ("The worst errors, missed positives first, with each patient's values of the most important features."
                if self.clf else "The largest errors, with each patient's values of the most important features.")
         yield we if len(we) else "No errors in the evaluated predictions."
+
+    def _holdout(self):
+        "The model fitted on the holdout split's training part (this report's own under a holdout design, refitted under a resampling one), its test and training rows."
+        if "holdout" not in self.state:
+            ds = self.ds
+            ev = self.ev if self.E["method"] == "holdout" else evaluate_model(
+                ds, self.model, seed=self.seed, params=self.model_params, method="holdout", threshold=self.E["threshold"], imputation=self.E["imputation"])
+            pos = pd.Index(ds.ids)
+            te = ev.predictions[ev.predictions["part"] == "test"]
+            ite = pos.get_indexer(te["record_id"])
+            itr = np.setdiff1d(np.arange(len(ds.ids)), np.concatenate([ite, pos.get_indexer(ev.validation["record_id"])]))
+            self.state["holdout"] = (ev, ds.X.iloc[ite], ds.y[ite], te["score"].to_numpy(), ds.X.iloc[itr], ds.y[itr])
+        return self.state["holdout"]
+
+    def _target(self, ev, X, y, cfg):
+        "This model as an attack target on a seeded subset of the test rows, and an independent MLP surrogate trained on the same training rows."
+        from ..robustness.attacks import AttackTarget, subset, tabular_target
+        from ..models.zoo import make_model
+        schema, _ = schema_for(self.ds, self.S.data_dir)
+        pert = [c for c, s in schema.columns.items() if s.perturbable and c in self.ds.feature_names]
+        ix = subset(y, cfg.rows, self.seed, cfg.full)
+        t = tabular_target(self.model, ev.model, X.iloc[ix], y[ix], ev.threshold, pert)
+        _, _, _, _, X_tr, y_tr = self._holdout()
+        sur = make_model("mlp", "classification", self.seed + 1).fit(np.asarray(ev.model[:-1].transform(X_tr), np.float32), y_tr)
+        s = AttackTarget("MLP surrogate (seed + 1)", t.x, t.y, 0.5, lambda z: sur.predict_proba(z)[:, 1], sur.net_, mask=t.mask, features=t.features)
+        return t, s, ix, pert, schema
+
+    def robustness(self):
+        "The attack grid (clause 5.4.3.1), its sanity checks, and the defences against adaptive attacks (5.4.3.2)."
+        applies(self.clf, "a regression model: an attack needs a decision to flip (the shift curves below apply to it)")
+        require(self.ev.score_kind == "probability", "the model gives no probabilities (no predict_proba): the attacks score P(positive)")
+        from ..robustness import attacks as RA
+        cfg = RA.robustness_config(self.E.get("robustness") or self.S.robustness)
+        ev, X, y, clean, _, _ = self._holdout()
+        t, sur, ix, pert, schema = self._target(ev, X, y, cfg)
+        require(len(pert) > 0, "the dataset's schema declares no feature `perturbable` (a value a person could change): no attack is defined")
+        g = RA.attack_grid(t, cfg, self.seed, self.E["n_boot"], surrogate=sur, keep_examples=True)
+        from sklearn.metrics import roc_auc_score
+        checks = RA.sanity_checks(g, roc_auc_score(t.y, clean[ix]))
+        rec = {"rows": int(len(ix)), "of": int(len(y)), "perturbable": pert, "config": cfg.as_dict(), "not_run": [list(r) for r in g.not_run],
+               "grid": g.table, "sanity": checks}
+        self.record["robustness"] = rec
+        (Path(self.out_dir) / "robustness").mkdir(exist_ok=True)
+        g.table.to_csv(Path(self.out_dir) / "robustness" / "attack_grid.csv", index=False, float_format="%.6g")
+        yield (f"**Attacked rows:** {len(ix)} of the {len(y)} test rows of the holdout split (a seeded subset stratified by outcome; "
+               f"`[robustness] rows`, or `full = true` for all){'' if self.E['method'] == 'holdout' else ' — the model was refitted on the holdout split for this section, since the artifact of a resampling design has seen every record'}. "
+               f"ε is a fraction of each feature's training SD; perturbed: the {len(pert)} feature(s) the schema declares `perturbable` "
+               f"({', '.join(pert[:6])}{' …' if len(pert) > 6 else ''}). Bootstrap 95% CIs ({self.E['n_boot']} resamples). "
+               f"The surrogate of the transfer attack is an MLP trained on the same training rows with seed {self.seed + 1}.")
+        yield pd.DataFrame([{"attack": a, "access": RA.ACCESS[a], "what it does": RA.DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
+                             iters=cfg.hsj_iterations, rows=min(cfg.hsj_rows, len(ix)))} for a in g.table.attack.unique()]).set_index("attack")
+        if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
+        if cfg.rejected: yield "**ε refused by the settings:** " + "; ".join(cfg.rejected) + "."
+        yield RA.grid_table(g.table)
+        yield "attack_grid", RA.grid_figure(g.table, f"{self.model} on {self.dataset}: ROC-AUC under attack")
+        yield "**Sanity checks** (a failed check means the attack numbers above are not evidence of robustness):"
+        yield checks.set_index("check")
+        yield from self._defences(RA, t, sur, g, cfg, schema)
+
+    def _defences(self, RA, t, sur, g, cfg, schema):
+        eps = cfg.eps_tabular[len(cfg.eps_tabular) // 2] if cfg.eps_tabular else None
+        rec = self.record["robustness"]
+        if getattr(self.ev.model[-1], "adversarial_eps", 0):
+            from ..models.zoo import make_model
+            std = evaluate_model(self.ds, "mlp", seed=self.seed, params={k: v for k, v in self.model_params.items() if not k.startswith("adversarial")},
+                                 method="holdout", threshold=self.E["threshold"], imputation=self.E["imputation"])
+            _, X, y, _, _, _ = self._holdout()
+            ts, _, _, _, _ = self._target(std, X, y, cfg)
+            gs = RA.attack_grid(ts, cfg, self.seed, self.E["n_boot"])
+            both = pd.concat([g.table.assign(model=f"{self.model} (PGD-trained, ε = {self.ev.model[-1].adversarial_eps:g} SD)"), gs.table.assign(model="mlp (standard)")])
+            rec["adversarial_training"] = both[both.attack.isin(["fgsm", "pgd"])]
+            yield ("**Adversarial training** (clause 5.4.3.2): this model was trained on half clean, half PGD examples (ART, random start). "
+                   "The same attacks on the standard MLP with the same architecture, split and seed, on the same rows; the ε = 0 rows are the clean-accuracy cost. "
+                   "White-box PGD on the trained model is the adaptive attack: it differentiates through the defended model itself.")
+            yield RA.grid_table(rec["adversarial_training"], by=["model", "attack"])
+        if t.net is not None and eps:
+            ed = RA.ensemble_defence(t, [sur], eps, cfg.pgd_steps, self.seed, self.E["n_boot"])
+            rec["ensemble_defence"] = ed
+            yield (f"**Ensemble defence at ε = {eps:g} SD:** the mean probability of this model and the surrogate MLP. Non-adaptive: PGD crafted on this "
+                   "model alone; adaptive: PGD on the ensemble's own output.")
+            yield RA.defence_table(ed)
+        bounds = {c: (s.range or s.plausible or (None, None)) for c, s in schema.columns.items() if s.range or s.plausible}
+        worst = g.table[g.table.eps == g.table.eps.max()].sort_values("roc_auc").iloc[0] if len(g.table) else None
+        if worst is not None and worst.attack in ("fgsm", "pgd"):
+            xa = RA.gradient_attack(t, worst.attack, worst.eps, cfg.pgd_steps, self.seed)
+            v = RA.range_violations(RA.raw_values(self.state["holdout"][0].model, xa, self.ds.feature_names), bounds)
+            rec["input_validation"] = {"attack": worst.attack, "eps": float(worst.eps), "rows": int(len(xa)),
+                                       "caught": v.to_dict("records")}
+            yield (f"**Input validation** (the schema's ranges, as `medwb serve` applies them): of the {len(xa)} rows attacked by {worst.attack} at "
+                   f"ε = {worst.eps:g} SD, " + (f"values outside a declared range in: " + ", ".join(f"{r['column']} ({r['rows outside']} rows)" for r in rec["input_validation"]["caught"])
+                                                 if len(v) else "**none** falls outside a declared range") + ": a perturbation that stays in range passes validation.")
+
+    def shift(self):
+        "Performance against the severity of three table shifts (clause 5.4.3), what input validation catches, and out-of-distribution scores for networks."
+        from ..robustness import shift as RS
+        from ..robustness.attacks import ood_table, range_violations
+        from ..evaluation.metrics import _score
+        ev, X, y, _, X_tr, y_tr = self._holdout()
+        pipe, task = ev.model, self.ds.task
+        sd = X_tr.select_dtypes("number").std()
+        fn = lambda X_, kind, sev, seed: RS.shift_table(X_, kind, sev, seed, sd=sd, units=self.ds.units)
+        curves = RS.severity_curves(lambda X_: _score(pipe, X_, task), X, y, ev.threshold if self.clf else None, task, fn, RS.TABLE_SHIFTS,
+                                    n_boot=self.E["n_boot"], seed=self.seed)
+        summ = RS.severity_summary(curves)
+        rec = self.record["shift"] = {"curves": curves, "summary": summ}
+        out = Path(self.out_dir) / "robustness"; out.mkdir(exist_ok=True)
+        curves.to_csv(out / "shift_curves.csv", index=False, float_format="%.6g")
+        moved = fn(X, "unit_error", 5, self.seed)
+        unit_col = [c for c in X.columns if not moved[c].equals(X[c])]
+        yield (f"On the {len(y)} test rows of the holdout split. **noise**: Gaussian measurement noise of severity × 0.1 training SD on every numeric "
+               f"feature; **missing**: an extra severity × 10% of numeric values removed (the model's own imputer fills them); **unit_error**: "
+               f"{', '.join(unit_col) or 'one column'} multiplied by {', '.join(f'{u:g}' for u in RS.UNIT_ERRORS[1:])} at severities 1–5 (lb, inch, "
+               f"cm→mm, glucose mmol/L→mg/dL, fraction→%). Bootstrap 95% CIs ({self.E['n_boot']} resamples); severity 0 is the clean test set.")
+        yield "shift_curves", RS.severity_figure(curves, f"{self.model} on {self.dataset}: performance under shift")
+        yield "**Summary** (clean value, value at severity 5 and the mean change over severities 1–5; not ImageNet-C's normalised mCE):"
+        yield summ.set_index(["kind", "metric"]).round(4)
+        schema, _ = schema_for(self.ds, self.S.data_dir)
+        bounds = {c: (s.range or s.plausible) for c, s in schema.columns.items() if s.range or s.plausible}
+        caught = {k: range_violations(fn(X, k, 5, self.seed), bounds) for k in RS.TABLE_SHIFTS}
+        rec["input_validation"] = {k: v.to_dict("records") for k, v in caught.items()}
+        yield ("**Input validation** against the schema's ranges (what `medwb serve` refuses, naming the column), at severity 5: "
+               + "; ".join(f"{k}: " + (", ".join(f"{r['column']} {r['rows outside']}/{len(X)} rows" for r in v.to_dict('records')) if len(v) else "nothing caught")
+                           for k, v in caught.items()) + ".")
+        net = getattr(pipe[-1], "net_", None)
+        if not self.clf:
+            yield "Out-of-distribution scores (max-softmax, energy, Mahalanobis per class) are classifier scores; this regression model is checked by input validation (above)."
+            return
+        if net is None:
+            yield (f"Out-of-distribution scores need the network's logits and penultimate features; {type(pipe[-1]).__name__} has neither, "
+                   "so out-of-distribution rejection is left to input validation (above) for this model.")
+            return
+        Z = lambda X_: np.asarray(pipe[:-1].transform(X_), np.float32)
+        _, _, _, _, Xtr, ytr = self._holdout()
+        val = ev.validation
+        Xva = self.ds.X.iloc[pd.Index(self.ds.ids).get_indexer(val["record_id"])]
+        sc = lambda X_: RS.ood_scores(net, Z(X_), fit_x=Z(Xtr), fit_y=ytr)
+        v_id, t_id = sc(Xva), sc(X)
+        ood = {k: RS.ood_evaluation(v_id, t_id, sc(fn(X, k, 5, self.seed)), n_boot=self.E["n_boot"], seed=self.seed).assign(shifted=f"{k}, severity 5")
+               for k in ("noise", "unit_error")}
+        rec["ood"] = pd.concat(ood.values(), ignore_index=True)
+        yield ("**Out-of-distribution rejection** (clause 5.4.3.2): max-softmax, energy and Mahalanobis (penultimate features, training rows) scores; "
+               "each threshold keeps 95% of the in-distribution **validation** rows and is then applied unchanged. AUROC: test rows vs the same rows "
+               "shifted at severity 5; FPR95: the share of shifted rows accepted when 95% of the test rows are kept.")
+        yield ood_table(rec["ood"])
+
+    def compression(self):
+        "Quantised, pruned and distilled variants (torch models) or the ONNX export (scikit-learn models) on the same test rows (clauses 5.2.4.1–2)."
+        applies(self.clf, "a regression model: the variants are compared by ROC-AUC")
+        require(self.ev.score_kind == "probability", "the model gives no probabilities (no predict_proba)")
+        from ..robustness import compress as RC
+        from ..robustness.attacks import robustness_config
+        from ..models.zoo import TorchMLPClassifier
+        cfg = robustness_config(self.E.get("robustness") or self.S.robustness)
+        ev, X, y, _, X_tr, y_tr = self._holdout()
+        pipe, est = ev.model, ev.model[-1]
+        va = ev.validation
+        X_va, y_va = self.ds.X.iloc[pd.Index(self.ds.ids).get_indexer(va["record_id"])], va["y_true"].to_numpy()
+        work = Path(self.out_dir) / "robustness" / "variants"
+        if getattr(est, "net_", None) is not None:
+            Z = lambda X_: np.asarray(pipe[:-1].transform(X_), np.float32)
+            hidden = tuple(max(2, int(h) // 4) for h in est.hidden)
+            n_in = Z(X.head(1)).shape[1]
+            student = lambda: TorchMLPClassifier(hidden=hidden, random_state=self.seed)._net(n_in, 1)
+            rows = RC.torch_variants(est.net_, Z(X_va), Z(X), student=student, x_train=Z(X_tr), y_train=y_tr, y_calib=y_va,
+                                     kd={"T": cfg.temperature}, work_dir=work, seed=self.seed)
+            how = (f"The network acts on the pipeline's preprocessed features (imputation and scaling stay in scikit-learn). Student: an MLP with "
+                   f"hidden layers {hidden} (a quarter of {tuple(est.hidden)}) distilled at T = {cfg.temperature:g}.")
+        else:
+            rows = RC.sklearn_variants(pipe, X_va, X, work_dir=work)
+            how = "The whole pipeline (preprocessing and model) is converted by skl2onnx with double-precision inputs and run by ONNX Runtime."
+        table = RC.variants_table(y, ev.threshold, rows[0], rows[1:], margin=cfg.margin, n_boot=self.E["n_boot"], seed=self.seed)
+        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}
+        yield (f"On the {len(y)} test rows of the holdout split; int8 calibration on the {len(y_va)} validation rows, never test rows. {how} "
+               f"Latency: CPU, one thread, single row p50/p95 and one batch of all test rows (timings vary by machine and are not part of "
+               f"`metrics`). ΔROC-AUC is *variant − original* with DeLong's 95% CI (paired bootstrap in the full table); non-inferiority margin "
+               f"{cfg.margin:g} (`[robustness] margin`). A variant that is larger, slower (p50) or outside the margin is flagged.")
+        yield RC.display_table(table)
+        yield "**How each variant was made:**"
+        yield table[["method", "error"]].rename(columns={"error": "why not built"})
 
     def limitations(self):
         lim = limitations(report_facts(self.record, self.ev, self.project, self.ds))

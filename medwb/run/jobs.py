@@ -163,7 +163,9 @@ def build_matrix(settings: Settings) -> list[Job]:
             split_params(settings.model_params.get(name))
     for name in [*settings.models, *settings.model_params]:   # every [model.NAME] section, in the matrix or not
         if name not in imaging_nets: model_params(name, "classification", settings.model_params.get(name))
-    common, ev = _common(settings), settings.evaluation_config()
+    from medwb.robustness.attacks import robustness_config
+    rob = robustness_config(settings.robustness).as_dict()   # checked here, before any job runs; part of every model job's hash
+    common, ev = _common(settings), {**settings.evaluation_config(), "robustness": rob}
     jobs, seen = [], set()
     for d in settings.datasets:
         ds = load_dataset(d, settings)
@@ -185,7 +187,9 @@ def _imaging_jobs(settings: Settings, common: dict) -> list[Job]:
     from medwb.datasets.builtin import load_imaging_dataset
     from medwb.imaging.networks import network_task
     tpl, loaded, jobs = _template(settings, "image_classification"), {}, []
-    ev = {"method": "holdout", "threshold": settings.threshold, "n_boot": settings.n_boot}
+    from medwb.robustness.attacks import robustness_config
+    ev = {"method": "holdout", "threshold": settings.threshold, "n_boot": settings.n_boot,
+          "robustness": robustness_config(settings.robustness).as_dict()}
     for d, m in settings.imaging:
         task = network_task(m)
         ds = loaded.get(d) or loaded.setdefault(d, load_imaging_dataset(d, settings))
