@@ -1553,6 +1553,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks._row': ( '13_robustness/attacks.html#_row',
                                                                              'medwb/robustness/attacks.py'),
+                                          'medwb.robustness.attacks._starts': ( '13_robustness/attacks.html#_starts',
+                                                                                'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks._torch_net': ( '13_robustness/attacks.html#_torch_net',
                                                                                    'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks.attack_grid': ( '13_robustness/attacks.html#attack_grid',

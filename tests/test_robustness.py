@@ -45,7 +45,7 @@ def test_forest_gets_query_and_transfer_attacks_and_says_why_not_white_box(run):
     assert onnx["decisions_agree"] >= 0.99 and onnx["size_bytes"] > 0
     assert {c["kind"] for c in m["shift"]["curves"]} == {"noise", "missing", "unit_error"}
     comp = {c["clause"]: c["status"] for c in m["compliance"]}
-    assert comp["5.4.3.1"] == "partly" or comp["5.4.3.1"] == "met" and comp["5.2.4.1–2"] == "met"
+    assert comp["5.4.3.1"] == "met" and comp["5.2.4.1–2"] == "partly"     # an ONNX export only: int8 and distillation are for networks
     html = (Path(res["random_forest"]["path"]) / "report.html").read_text(encoding="utf-8")
     for s in ("15. Robustness", "no gradient", "HopSkipJump", "Sanity checks", "17. Compressed variants", "skl2onnx"):
         assert s in html, s
@@ -62,7 +62,8 @@ def test_pgd_trained_mlp_is_shown_next_to_the_standard_one(run):
     assert {r["attack"].split(" (")[0] for r in rob["ensemble_defence"]} >= {"non-adaptive", "adaptive"}
     assert {"int8" in v["variant"] for v in m["compression"]["variants"]} == {True, False}
     assert {o["score"] for o in m["shift"]["ood"]} == {"msp", "energy", "mahalanobis"}
-    assert {c["clause"]: c["status"] for c in m["compliance"]}["5.4.3.2"] == "met"
+    comp = {c["clause"]: c["status"] for c in m["compliance"]}
+    assert comp["5.4.3.2"] == "met" and comp["5.2.4.1–2"] == "met"
 
 
 def test_verify_names_a_tampered_or_missing_robustness_artifact(run):

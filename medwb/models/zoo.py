@@ -109,8 +109,8 @@ def _pgd_trainer(eps: float, steps: int, seed: int):
     "PGD adversarial training (Madry et al. 2018, random start) with ART's attack, against the weights being trained."
     def make(net):
         import torch
+        ProjectedGradientDescent = art_evasion().ProjectedGradientDescent   # first: it imports the art package
         from art.estimators.classification import PyTorchClassifier
-        ProjectedGradientDescent = art_evasion().ProjectedGradientDescent
         class TwoLogits(torch.nn.Module):   # [0, z]: ART's two-class view of a one-logit network
             def __init__(self, n): super().__init__(); self.n = n
             def forward(self, x): z = self.n(x)[:, 0]; return torch.stack([torch.zeros_like(z), z], 1)

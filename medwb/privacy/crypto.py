@@ -336,7 +336,7 @@ def rewrap(paths: Iterable[Path | str], store: KekStore) -> pd.DataFrame:
 
 # %% ../../nbs/03_privacy/04_crypto.ipynb #c024
 SENSITIVE = ("*.csv", "*.tsv", "*.parquet", "*.feather", "*.xlsx", "*.joblib", "*.pkl", "*.npy", "*.npz",
-             "*.dcm", "*.nii", "*.nii.gz", "*.pt", "*.pth")   # fitted models and network checkpoints were trained on patient data
+             "*.dcm", "*.nii", "*.nii.gz", "*.pt", "*.pth", "*.onnx")   # fitted models, checkpoints and their ONNX variants were trained on patient data
 
 def sensitive_artifacts(folder: Path | str, patterns: Iterable[str] = SENSITIVE) -> list[Path]:
     "The files under `folder` that match a sensitive pattern (hidden files and folders skipped)."

@@ -172,7 +172,8 @@ def compliance_matrix(facts: dict, anchors: dict[str, str]) -> pd.DataFrame:
         ("5.4.3.2", "Input filtering, adversarial training, ensemble defences", "met" if rob.get("defences") and rob.get("ood") else "partly" if rob.get("defences") or rob.get("ood") else "not yet",
          "Robustness: " + (", ".join(d.replace("_", " ") for d in rob.get("defences", [])) or "no defence evaluated")
          + ("; out-of-distribution rejection in Distribution shift and out-of-distribution inputs" if rob.get("ood") else "")),
-        ("5.2.4.1–2", "Pruning, 8-bit quantisation, knowledge distillation", "met" if rob.get("variants") else "not yet",
+        ("5.2.4.1–2", "Pruning, 8-bit quantisation, knowledge distillation",
+         "met" if any(k in v for v in rob.get("variants", []) for k in ("int8", "pruned", "distilled")) else "partly" if rob.get("variants") else "not yet",
          "Compressed variants: " + (", ".join(rob["variants"]) if rob.get("variants") else "none measured")),
         ("6.1", "Deployment and operations: release only what the evidence supports; monitoring", "partly",
          "this report is the evidence medwb deploy gates on (verify, not stale, metric gates, blocking findings); who deployed it, "

@@ -388,12 +388,13 @@ class ImagingReport(Report):
         narrow = {"small_cnn": {"channels": (8, 8, 16, 16)}}.get(self.model)
         student = (lambda: make_network(self.model, seed=self.seed, **narrow)) if narrow else None
         rows = RC.torch_variants(self.net, ds.images[va], ds.images[te], student=student, x_train=ds.images[tr], y_train=ds.labels[tr],
-                                 y_calib=ds.labels[va], kd={"T": cfg.temperature, "epochs": cfg.image_distil_epochs}, work_dir=Path(self.out_dir) / "robustness" / "variants",
+                                 y_calib=ds.labels[va], kd={"T": cfg.temperature, "epochs": cfg.image_distil_epochs, "batch_size": 8, "lr": 0.003}, work_dir=Path(self.out_dir) / "robustness" / "variants",
                                  seed=self.seed, repeats=30)
         table = RC.variants_table(ds.labels[te], self.state["thr"], rows[0], rows[1:], margin=cfg.margin, n_boot=self.E["n_boot"], seed=self.seed)
-        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}
+        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}   # latencies: variants_latency.csv
+        pd.DataFrame(RC.variants_record(table, timings=True)).to_csv(Path(self.out_dir) / "robustness" / "variants_latency.csv", index=False, float_format="%.6g")
         yield (f"On the {len(te)} test images; int8 calibration on the {len(va)} validation images. "
-               + (f"Student: {self.model} with channels {narrow['channels']}, distilled for {cfg.image_distil_epochs} epochs at T = {cfg.temperature:g}. " if narrow else
+               + (f"Student: {self.model} with channels {narrow['channels']}, distilled for {cfg.image_distil_epochs} epochs (batches of 8, Adam lr 0.003, no augmentation) at T = {cfg.temperature:g}. " if narrow else
                   f"No student architecture is declared for {self.model}: no distilled variant. ")
                + f"Latency: CPU, one thread, one image p50/p95 and one batch of all test images (timings vary by machine and are not part of "
                f"`metrics`). ΔROC-AUC is *variant − original* with DeLong's 95% CI; non-inferiority margin {cfg.margin:g}. A variant that is "
@@ -434,6 +435,15 @@ class ImagingReport(Report):
         if n_test < 200: lim.append(("small test set", f"{n_test} test images: the CIs above are wide; a larger test set narrows them."))
         if not self.seg and rec.get("localisation") is not None:
             lim.append(("heat maps are not segmentations", "Even a map that points at the lesion is coarse (Grad-CAM works at the last block's resolution); do not read lesion extent from it."))
+        rob = rec.get("robustness") or {}
+        g = rob.get("grid")
+        if g is not None and len(g):
+            p = g[(g.attack == "pgd") & (g.eps > 0)].sort_values("eps")
+            if len(p) and g[g.eps == 0].roc_auc.iloc[0] - p.roc_auc.iloc[0] > 0.1:
+                lim.append(("fragile to imperceptible perturbations", f"PGD at ε = {p.eps_label.iloc[0]} moves ROC-AUC from {g[g.eps == 0].roc_auc.iloc[0]:.3f} to "
+                            f"{p.roc_auc.iloc[0]:.3f} (section 12): accept images only from trusted acquisition and storage; adversarial training is one option."))
+            bad = [c.check for c in rob["sanity"].itertuples() if c.passed is False]
+            if bad: lim.append(("attack evaluation failed a sanity check", f"{', '.join(bad)} (section 12): read its numbers as unverified."))
         if rec.get("shortcut"): lim.append(("shortcut learning", "This control model relies on a marker; its discrimination does not transfer to marker-free images (section 7)."))
         lim.append(self._seed_finding())
         rec["limitations"] = [dict(finding=a, action=b) for a, b in lim]

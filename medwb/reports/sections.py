@@ -314,7 +314,7 @@ def _robustness_facts(record: dict) -> dict:
     out["shift"] = record.get("shift") is not None
     out["ood"] = (record.get("shift") or {}).get("ood") is not None
     c = record.get("compression") or {}
-    out["variants"] = [v["variant"] for v in c.get("variants", []) if v.get("roc_auc") is not None]
+    out["variants"] = [v["variant"] for v in c.get("variants", []) if v.get("roc_auc") is not None and v["variant"] != "original"]
     return out
 
 def _privacy_facts(p: dict | None) -> dict | None:

@@ -273,6 +273,7 @@ class TabularReport(Report):
         t, sur, ix, pert, schema = self._target(ev, X, y, cfg)
         require(len(pert) > 0, "the dataset's schema declares no feature `perturbable` (a value a person could change): no attack is defined")
         g = RA.attack_grid(t, cfg, self.seed, self.E["n_boot"], surrogate=sur, keep_examples=True)
+        applies(len(g.table) > 0, "; ".join(why for _, why in g.not_run))
         from sklearn.metrics import roc_auc_score
         checks = RA.sanity_checks(g, roc_auc_score(t.y, clean[ix]))
         rec = {"rows": int(len(ix)), "of": int(len(y)), "perturbable": pert, "config": cfg.as_dict(), "not_run": [list(r) for r in g.not_run],
@@ -407,7 +408,8 @@ class TabularReport(Report):
             rows = RC.sklearn_variants(pipe, X_va, X, work_dir=work)
             how = "The whole pipeline (preprocessing and model) is converted by skl2onnx with double-precision inputs and run by ONNX Runtime."
         table = RC.variants_table(y, ev.threshold, rows[0], rows[1:], margin=cfg.margin, n_boot=self.E["n_boot"], seed=self.seed)
-        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}
+        self.record["compression"] = {"variants": RC.variants_record(table), "margin": cfg.margin}   # latencies: variants_latency.csv
+        pd.DataFrame(RC.variants_record(table, timings=True)).to_csv(Path(self.out_dir) / "robustness" / "variants_latency.csv", index=False, float_format="%.6g")
         yield (f"On the {len(y)} test rows of the holdout split; int8 calibration on the {len(y_va)} validation rows, never test rows. {how} "
                f"Latency: CPU, one thread, single row p50/p95 and one batch of all test rows (timings vary by machine and are not part of "
                f"`metrics`). ΔROC-AUC is *variant − original* with DeLong's 95% CI (paired bootstrap in the full table); non-inferiority margin "

@@ -7,6 +7,7 @@ performance with bootstrap CIs, the success rate, the query budget, and three sa
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c002
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -37,7 +38,7 @@ DESCRIPTION = {
 
 ROBUSTNESS_DEFAULTS = {"rows": 200, "images": 48, "eps_tabular": "0.05, 0.1, 0.25, 0.5", "eps_imaging": "1, 2, 4, 8",
                        "pgd_steps": 10, "square_iterations": 25, "hsj_iterations": 4, "hsj_evaluations": 100, "hsj_rows": 24,
-                       "surrogate_epochs": 5, "image_distil_epochs": 10, "margin": 0.02, "temperature": 4.0, "full": "false"}
+                       "surrogate_epochs": 5, "image_distil_epochs": 20, "margin": 0.02, "temperature": 4.0, "full": "false"}
 
 @dataclass(frozen=True)
 class RobustnessConfig:
@@ -52,7 +53,7 @@ class RobustnessConfig:
     hsj_evaluations: int = 100            # HopSkipJump gradient-estimate queries per iteration
     hsj_rows: int = 24                    # rows HopSkipJump attacks (it queries row by row: a forest answers ~100 calls per row)
     surrogate_epochs: int = 5             # imaging surrogate for the transfer attack
-    image_distil_epochs: int = 10         # epochs of the distilled imaging student (the tabular student takes 50: it costs well under a second)
+    image_distil_epochs: int = 20         # epochs of the distilled imaging student (the tabular student takes 50: it costs well under a second)
     margin: float = 0.02                  # non-inferiority margin of compressed variants (ΔROC-AUC)
     temperature: float = 4.0              # distillation temperature
     full: bool = False                    # attack the whole test set instead of the subset
@@ -169,6 +170,7 @@ def subset(y, n: int, seed: int = 0, full: bool = False) -> np.ndarray:
 
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c009
 def _classifier(t: AttackTarget, net: nn.Module | None = None, defences=None):
+    art_evasion()   # imports the art package with numba usable (see medwb.models.zoo.art_evasion)
     from art.estimators.classification import PyTorchClassifier
     mod = MarginNet(net or t.net, t.threshold).eval()
     return PyTorchClassifier(mod, loss=nn.CrossEntropyLoss(), input_shape=t.x.shape[1:], nb_classes=2,
@@ -185,6 +187,7 @@ class _Counter:
         return np.column_stack([1 - q, q])
 
 def _blackbox(t: AttackTarget):
+    art_evasion()   # imports the art package with numba usable (see medwb.models.zoo.art_evasion)
     from art.estimators.classification import BlackBoxClassifier, BlackBoxClassifierNeuralNetwork
     q = _Counter(t)
     if t.kind == "image":   # ART's Square attack asks for its "neural network" black box; it still only queries
@@ -225,17 +228,36 @@ def square_attack(t: AttackTarget, eps: float, iterations: int = 40, seed: int =
     "Square attack at ε from scores only; the adversarial inputs and the queries spent."
     SquareAttack = art_evasion().SquareAttack
     bb, q = _blackbox(t)
-    np.random.seed(seed)
+    np.random.seed(seed); random.seed(seed)   # ART's Square attack draws from both generators
     x = SquareAttack(bb, norm=np.inf, eps=float(eps) * t.eps_scale, max_iter=iterations, nb_restarts=1, verbose=False).generate(t.x, y=_onehot(t.y))
     return x.astype(np.float32), q.n
 
+def _starts(t: AttackTarget, bb, q: "_Counter", seed: int, tries: int = 20) -> np.ndarray:
+    "Seeded random starting points with the other decision (ART draws its own from an unseeded generator): NaN where none of `tries` draws flips."
+    lo, hi = bb.clip_values
+    rng = np.random.default_rng(seed)
+    cand = rng.uniform(lo, hi, size=(tries, *t.x.shape)).astype(np.float32)
+    if t.mask is not None: cand = cand * t.mask + t.x[None] * (1 - t.mask)
+    dec0 = q(t.x).argmax(1)
+    dec = q(cand.reshape(-1, *t.x.shape[1:])).argmax(1).reshape(tries, len(t.x))
+    first = np.argmax(dec != dec0[None], axis=0)
+    found = (dec != dec0[None]).any(0)
+    out = np.full_like(t.x, np.nan)
+    out[found] = cand[first[found], np.flatnonzero(found)]
+    return out
+
 def hopskipjump(t: AttackTarget, iterations: int = 5, evaluations: int = 100, seed: int = 0) -> tuple[np.ndarray, int]:
-    "HopSkipJump's minimal L∞ adversarial inputs from decisions only, and the queries spent."
+    "HopSkipJump's minimal L∞ adversarial inputs from decisions only, and the queries spent (a row with no adversarial start stays unchanged)."
     HopSkipJump = art_evasion().HopSkipJump
     bb, q = _blackbox(t)
-    np.random.seed(seed)
-    atk = HopSkipJump(bb, norm=np.inf, max_iter=iterations, max_eval=evaluations, init_eval=max(2, evaluations // 5), init_size=20, verbose=False)
-    x = atk.generate(t.x.astype(np.float32), y=_onehot(t.y), **_mask_kw(t))
+    init = _starts(t, bb, q, seed)
+    ok = ~np.isnan(init.reshape(len(init), -1)).any(1)
+    x = t.x.copy()
+    if ok.any():
+        np.random.seed(seed)
+        atk = HopSkipJump(bb, norm=np.inf, max_iter=iterations, max_eval=evaluations, init_eval=max(2, evaluations // 5), init_size=20, verbose=False)
+        kw = {} if t.mask is None else {"mask": np.broadcast_to(t.mask, t.x[ok].shape).copy()}
+        x[ok] = atk.generate(t.x[ok].astype(np.float32), y=_onehot(t.y[ok]), x_adv_init=init[ok].copy(), **kw)
     return np.nan_to_num(x.astype(np.float32), nan=0.0), q.n
 
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c011
@@ -423,6 +445,7 @@ class _Unmargin(nn.Module):
 
 def smoothing_defence(t: AttackTarget, eps: float, window: int = 3, steps: int = 10, seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     "A median filter in front of an imaging network: clean, non-adaptive and adaptive (BPDA) PGD at ε."
+    art_evasion()   # imports the art package with numba usable (see medwb.models.zoo.art_evasion)
     from art.defences.preprocessor import SpatialSmoothing
     if t.kind != "image": raise MedwbError("smoothing_defence filters images")
     ss = SpatialSmoothing(window_size=window, channels_first=True, clip_values=(0.0, 1.0))

@@ -27,10 +27,10 @@ from ..core.settings import MedwbError
 from ..evaluation.uncertainty import confidence_intervals, delong_test, paired_differences
 
 # %% auto #0
-__all__ = ['ORT_THREADS', 'INT8_OPS', 'PRUNABLE', 'FLAGS', 'SUMMARY', 'one_thread', 'torch_predict', 'model_size', 'latencies',
-           'latency', 'export_onnx', 'onnx_predict', 'ArrayCalibrationReader', 'quantize', 'prune', 'distil',
-           'torch_variants', 'sklearn_to_onnx', 'sklearn_variants', 'variants_table', 'summary', 'display_table',
-           'variants_record']
+__all__ = ['ORT_THREADS', 'INT8_OPS', 'PRUNABLE', 'FLAGS', 'SUMMARY', 'TIMINGS', 'one_thread', 'torch_predict', 'model_size',
+           'latencies', 'latency', 'export_onnx', 'onnx_predict', 'ArrayCalibrationReader', 'quantize', 'prune',
+           'distil', 'torch_variants', 'sklearn_to_onnx', 'sklearn_variants', 'variants_table', 'summary',
+           'display_table', 'variants_record']
 
 # %% ../../nbs/13_robustness/03_compress.ipynb #c004
 ORT_THREADS = 1   # every latency is measured single-threaded
@@ -527,15 +527,19 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     out.loc[out.index[0], "flags"] = "(the original)"
     return out
 
-def variants_record(table: pd.DataFrame) -> list[dict]:
-    "The table as plain JSON-able dicts (NaN → None), one per variant, for metrics.json."
+TIMINGS = ("p50_ms", "p95_ms", "batch_ms", "latency_ratio")
+
+def variants_record(table: pd.DataFrame, timings: bool = False) -> list[dict]:
+    "The table as plain JSON-able dicts (NaN → None), one per variant. Without `timings` (what metrics.json keeps), the latencies and the latency flag are left out: they differ from run to run, and a re-run of a version must give identical metrics."
     out = []
     for name, row in table.iterrows():
         d = {"variant": name}
         for k, v in row.items():
+            if not timings and k in TIMINGS: continue
             if v is pd.NA or v is None: v = None
             elif isinstance(v, (np.floating, float)): v = None if not np.isfinite(v) else float(v)
             elif isinstance(v, np.integer): v = int(v)
             d[k] = v
+        if not timings and d.get("flags"): d["flags"] = "; ".join(f for f in d["flags"].split("; ") if f != FLAGS["latency"])
         out.append(d)
     return out
