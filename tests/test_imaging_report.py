@@ -65,7 +65,7 @@ def test_classifier_report(run):
     assert_offline(html)
     # robustness (12), corruption and OOD (13), compressed variants (14): the grid with its budget and checks, the defences, the variants
     rob = m["robustness"]
-    assert {g["attack"] for g in rob["grid"]} == {"fgsm", "pgd", "square", "transfer"} and rob["images"] == 15
+    assert {g["attack"] for g in rob["grid"]} == {"fgsm", "pgd", "square", "transfer"} and rob["images"] == rob["of"]   # the whole (small) test part: images = 16 in conftest
     assert {g["eps"] for g in rob["grid"]} == {0.0, 2.0, 8.0} and all(g["queries"] > 0 for g in rob["grid"] if g["attack"] == "square" and g["eps"])
     assert [c["check"] for c in rob["sanity"]][0] == "ε = 0 gives the clean ROC-AUC" and rob["sanity"][0]["passed"] is True
     assert {d["attack"].split(" (")[0] for d in rob["defences"]} >= {"non-adaptive", "adaptive"}

@@ -300,7 +300,7 @@ class ImagingReport(Report):
         yield lt.head(20).round(2).set_index(["id", "lesion"])
 
     def _attack_targets(self, cfg):
-        "This network on a seeded subset of the test images, and a narrower surrogate CNN trained on the same training images (seed + 1)."
+        "This network on a seeded subset of the test images, and an independently trained surrogate CNN (seed + 1, the same training images)."
         from ..robustness import attacks as RA
         if "targets" not in self.state:
             ds, (tr, va, te) = self.ds, self.parts
@@ -329,8 +329,8 @@ class ImagingReport(Report):
         eps = cfg.eps_imaging[len(cfg.eps_imaging) // 2] if cfg.eps_imaging else None
         yield (f"**Attacked images:** {len(ix)} of the {n_te} test images (a seeded subset stratified by label; `[robustness] images`, or "
                f"`full = true`). ε in 1/255 of the intensity range; pixels stay in [0, 1]. Bootstrap 95% CIs ({self.E['n_boot']} resamples). "
-               f"The transfer attack's surrogate is a narrower small CNN (8–32 channels) trained for {cfg.surrogate_epochs} epochs on the same "
-               f"training images with seed {self.seed + 1}; its own ROC-AUC on these images is {roc_auc_score(t.y, sur.proba(sur.x)):.3f}.")
+               f"The transfer attack's surrogate is the same small CNN trained independently (seed {self.seed + 1}, {cfg.surrogate_epochs} epochs in "
+               f"batches of 8, no augmentation) on the same training images; its own ROC-AUC on these images is {roc_auc_score(t.y, sur.proba(sur.x)):.3f}.")
         yield pd.DataFrame([{"attack": a, "access": RA.ACCESS[a], "what it does": RA.DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
                              iters=cfg.hsj_iterations, rows=cfg.hsj_rows)} for a in g.table.attack.unique()]).set_index("attack")
         if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
