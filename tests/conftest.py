@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDWB = str(Path(sys.executable).parent / "medwb")
+ROBUSTNESS_SMALL = {"enabled": "true", "rows": "40", "images": "16", "eps_tabular": "0.1, 0.5", "eps_imaging": "2, 8", "pgd_steps": "3",
+                    "square_iterations": "5", "hsj_iterations": "2", "hsj_evaluations": "20", "hsj_rows": "8", "surrogate_epochs": "2",
+                    "image_distil_epochs": "3"}
 
 
 def write_settings(folder: Path, medwb: dict | None = None, sections: dict | None = None) -> Path:
@@ -22,9 +25,8 @@ def write_settings(folder: Path, medwb: dict | None = None, sections: dict | Non
     cp["medwb"]["imaging"] = "none"   # imaging jobs only where a test asks for them (they train networks)
     cp.remove_section("scenario.triage")   # triage jobs likewise (a test that wants one passes the section)
     cp.remove_section("scenario.records")  # and records jobs
-    # small attack and compression budgets: the sections run, on few rows (a test that measures them passes its own [robustness])
-    cp["robustness"] = {"rows": "40", "images": "16", "eps_tabular": "0.1, 0.5", "eps_imaging": "2, 8", "pgd_steps": "3",
-                        "square_iterations": "5", "hsj_iterations": "2", "hsj_evaluations": "20", "hsj_rows": "8", "surrogate_epochs": "2"}
+    # the robustness sections only where a test asks for them (ROBUSTNESS_SMALL: they run, on few rows, with small budgets)
+    cp["robustness"] = {**ROBUSTNESS_SMALL, "enabled": "false"}
     for k, v in (medwb or {}).items(): cp["medwb"][k] = str(v)
     for name, body in (sections or {}).items():
         if body is None: cp.remove_section(name)

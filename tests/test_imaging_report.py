@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_settings
+from conftest import ROBUSTNESS_SMALL, write_settings
 from medwb.core.store import MANIFEST, read_json, verify_manifest
 from medwb.core.settings import MedwbError, load_settings
 from medwb.run.jobs import build_matrix
@@ -16,7 +16,7 @@ from medwb.reports.html import assert_offline
 
 SMALL = {"model.small_cnn": {"epochs": 2, "lr": 0.003}, "model.unet": {"epochs": 2, "lr": 0.01},
          "imaging.tiny": {"generator": "lesions", "n": 100, "spacing": "(0.5, 0.5)"},
-         "imaging.tinyc": {"generator": "lesions", "n": 100, "confounder": "True"}}
+         "imaging.tinyc": {"generator": "lesions", "n": 100, "confounder": "True"}, "robustness": ROBUSTNESS_SMALL}
 
 
 @pytest.fixture(scope="module")

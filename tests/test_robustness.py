@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_settings
+from conftest import ROBUSTNESS_SMALL, write_settings
 from medwb.core.settings import MedwbError, load_settings
 from medwb.core.store import read_json, verify_manifest
 from medwb.run.jobs import build_matrix
@@ -17,7 +17,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("robust")
     s = write_settings(tmp, {"reports_dir": str(tmp / "reports"), "datasets": "breast_cancer", "models": "random_forest, mlp_at",
                              "n_boot": 200, "jobs": 2},
-                       {"model.random_forest": {"n_estimators": 30}, "model.mlp_at": {"epochs": 30}})
+                       {"model.random_forest": {"n_estimators": 30}, "model.mlp_at": {"epochs": 30}, "robustness": ROBUSTNESS_SMALL})
     settings = load_settings(s)
     res = run_matrix(settings, progress=None)
     return settings, {r["model"]: r for r in res}
@@ -93,6 +93,17 @@ def test_bad_robustness_settings_stop_before_any_job(tmp_path, body, message):
     with pytest.raises(MedwbError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_matrix(load_settings(s))
     assert not (tmp_path / "reports").exists()
+
+
+def test_switched_off_sections_say_so(tmp_path):
+    "[robustness] enabled = false (what most tests use): the three sections say they were switched off; the compliance rows read not yet."
+    from medwb.run.execute import execute_report
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "linear", "n_boot": 100})
+    [_, job] = build_matrix(load_settings(s))
+    m = execute_report(job, tmp_path / "out", {"version_id": "test", "inputs": job.inputs})
+    na = m["not_applicable"]
+    assert all("enabled = false" in na[k] for k in ("robustness", "distribution shift", "compressed variants")), na
+    assert {c["clause"]: c["status"] for c in m["compliance"]}["5.4.3.1"] == "not yet"
 
 
 def test_an_out_of_range_eps_is_refused_by_name_and_the_rest_runs(tmp_path):

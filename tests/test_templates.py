@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, write_settings
+from conftest import ROBUSTNESS_SMALL, ROOT, write_settings
 from medwb.core.settings import load_settings
 from medwb.run.jobs import build_matrix, template_hash
 from medwb.run.execute import execute_report
@@ -28,7 +28,7 @@ SECTIONS = ["1. Identity and provenance", "2. Intended use", "3. Data", "4. Vali
 def test_template_runs_with_small_parameters(tmp_path, dataset, model, evaluation, params):
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": dataset, "models": model,
                                   "evaluation": evaluation, "folds": 3, "repeats": 2, "rounds": 4, "n_boot": 200},
-                       {f"model.{model}": params})
+                       {f"model.{model}": params, "robustness": ROBUSTNESS_SMALL})
     [data_job, job] = build_matrix(load_settings(s))
     assert data_job.task == "data"
     assert job.params == params and job.inputs["evaluation"]["folds"] == (3 if "kfold" in evaluation else None)
@@ -71,7 +71,7 @@ def test_template_hash_ignores_outputs_but_not_code(tmp_path):
 def test_a_model_without_probabilities_still_gets_a_report(tmp_path):
     "SVC(probability=False) has no predict_proba: probability sections say why; the rest is produced."
     s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "svm",
-                                  "n_boot": 200}, {"model.svm": {"probability": False}})
+                                  "n_boot": 200}, {"model.svm": {"probability": False}, "robustness": ROBUSTNESS_SMALL})
     [data_job, job] = build_matrix(load_settings(s))
     assert data_job.task == "data"
     m = execute_report(job, tmp_path / "out", {"version_id": "test", "inputs": job.inputs})

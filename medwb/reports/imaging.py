@@ -318,6 +318,7 @@ class ImagingReport(Report):
         from ..robustness import attacks as RA
         from sklearn.metrics import roc_auc_score
         cfg = RA.robustness_config(self.E.get("robustness") or self.S.robustness)
+        applies(cfg.enabled, RA.SWITCHED_OFF)
         t, sur, ix = self._attack_targets(cfg)
         g = RA.attack_grid(t, cfg, self.seed, self.E["n_boot"], surrogate=sur, keep_examples=True)
         checks = RA.sanity_checks(g, roc_auc_score(t.y, self.state["p_test"][ix]))
@@ -354,7 +355,8 @@ class ImagingReport(Report):
         "Performance against five severities of MONAI image corruptions (clause 5.4.3) and out-of-distribution rejection (5.4.3.2)."
         applies(not self.seg, "a segmentation model (its robustness to corruption is not measured here)")
         from ..robustness import shift as RS
-        from ..robustness.attacks import ood_table
+        from ..robustness.attacks import SWITCHED_OFF, ood_table, robustness_config
+        applies(robustness_config(self.E.get("robustness") or self.S.robustness).enabled, SWITCHED_OFF)
         ds, (tr, va, te) = self.ds, self.parts
         x, y, thr = ds.images[te], ds.labels[te], self.state["thr"]
         curves = RS.severity_curves(lambda z: predict(self.net, z), x, y, thr, "classification", RS.corrupt_images, list(RS.IMAGE_CORRUPTIONS),
@@ -382,8 +384,9 @@ class ImagingReport(Report):
         "int8 (ONNX Runtime), pruned and distilled variants of the network on the same test images (clauses 5.2.4.1–2)."
         applies(not self.seg, "a segmentation model (variants are compared by ROC-AUC)")
         from ..robustness import compress as RC
-        from ..robustness.attacks import robustness_config
+        from ..robustness.attacks import SWITCHED_OFF, robustness_config
         cfg = robustness_config(self.E.get("robustness") or self.S.robustness)
+        applies(cfg.enabled, SWITCHED_OFF)
         ds, (tr, va, te) = self.ds, self.parts
         narrow = {"small_cnn": {"channels": (8, 8, 16, 16)}}.get(self.model)
         student = (lambda: make_network(self.model, seed=self.seed, **narrow)) if narrow else None

@@ -269,6 +269,7 @@ class TabularReport(Report):
         require(self.ev.score_kind == "probability", "the model gives no probabilities (no predict_proba): the attacks score P(positive)")
         from ..robustness import attacks as RA
         cfg = RA.robustness_config(self.E.get("robustness") or self.S.robustness)
+        applies(cfg.enabled, RA.SWITCHED_OFF)
         ev, X, y, clean, _, _ = self._holdout()
         t, sur, ix, pert, schema = self._target(ev, X, y, cfg)
         require(len(pert) > 0, "the dataset's schema declares no feature `perturbable` (a value a person could change): no attack is defined")
@@ -300,7 +301,6 @@ class TabularReport(Report):
         eps = cfg.eps_tabular[len(cfg.eps_tabular) // 2] if cfg.eps_tabular else None
         rec = self.record["robustness"]
         if getattr(self.ev.model[-1], "adversarial_eps", 0):
-            from ..models.zoo import make_model
             std = evaluate_model(self.ds, "mlp", seed=self.seed, params={k: v for k, v in self.model_params.items() if not k.startswith("adversarial")},
                                  method="holdout", threshold=self.E["threshold"], imputation=self.E["imputation"])
             _, X, y, _, _, _ = self._holdout()
@@ -332,8 +332,9 @@ class TabularReport(Report):
     def shift(self):
         "Performance against the severity of three table shifts (clause 5.4.3), what input validation catches, and out-of-distribution scores for networks."
         from ..robustness import shift as RS
-        from ..robustness.attacks import ood_table, range_violations
+        from ..robustness.attacks import SWITCHED_OFF, ood_table, range_violations, robustness_config
         from ..evaluation.metrics import _score
+        applies(robustness_config(self.E.get("robustness") or self.S.robustness).enabled, SWITCHED_OFF)
         ev, X, y, _, X_tr, y_tr = self._holdout()
         pipe, task = ev.model, self.ds.task
         sd = X_tr.select_dtypes("number").std()
@@ -387,9 +388,10 @@ class TabularReport(Report):
         applies(self.clf, "a regression model: the variants are compared by ROC-AUC")
         require(self.ev.score_kind == "probability", "the model gives no probabilities (no predict_proba)")
         from ..robustness import compress as RC
-        from ..robustness.attacks import robustness_config
+        from ..robustness.attacks import SWITCHED_OFF, robustness_config
         from ..models.zoo import TorchMLPClassifier
         cfg = robustness_config(self.E.get("robustness") or self.S.robustness)
+        applies(cfg.enabled, SWITCHED_OFF)
         ev, X, y, _, X_tr, y_tr = self._holdout()
         pipe, est = ev.model, ev.model[-1]
         va = ev.validation

@@ -21,11 +21,11 @@ from ..evaluation.uncertainty import confidence_intervals
 from ..models.zoo import art_evasion
 
 # %% auto #0
-__all__ = ['ACCESS', 'DESCRIPTION', 'ROBUSTNESS_DEFAULTS', 'METRICS', 'RobustnessConfig', 'robustness_config', 'MarginNet',
-           'AttackTarget', 'tabular_target', 'image_target', 'subset', 'gradient_attack', 'within', 'rows_of',
-           'square_attack', 'hopskipjump', 'GridResult', 'attack_grid', 'sanity_checks', 'grid_table', 'defence_table',
-           'ood_table', 'grid_figure', 'examples_figure', 'ensemble_defence', 'smoothing_defence', 'range_violations',
-           'raw_values', 'image_surrogate']
+__all__ = ['ACCESS', 'DESCRIPTION', 'ROBUSTNESS_DEFAULTS', 'SWITCHED_OFF', 'METRICS', 'RobustnessConfig', 'robustness_config',
+           'MarginNet', 'AttackTarget', 'tabular_target', 'image_target', 'subset', 'gradient_attack', 'within',
+           'rows_of', 'square_attack', 'hopskipjump', 'GridResult', 'attack_grid', 'sanity_checks', 'grid_table',
+           'defence_table', 'ood_table', 'grid_figure', 'examples_figure', 'ensemble_defence', 'smoothing_defence',
+           'range_violations', 'raw_values', 'image_surrogate']
 
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c004
 ACCESS = {"fgsm": "white-box", "pgd": "white-box", "square": "black-box", "hopskipjump": "black-box", "transfer": "grey-box"}
@@ -36,13 +36,14 @@ DESCRIPTION = {
     "hopskipjump": "HopSkipJump (Chen 2020): decision-only, L∞, {iters} iterations on {rows} rows; a case counts as attacked at ε where its minimal adversarial lies within ε (ART HopSkipJump)",
     "transfer": "Transfer (grey-box): PGD crafted on a surrogate trained on the same training rows, applied to this model"}
 
-ROBUSTNESS_DEFAULTS = {"rows": 200, "images": 32, "eps_tabular": "0.05, 0.1, 0.25, 0.5", "eps_imaging": "1, 2, 4, 8",
+ROBUSTNESS_DEFAULTS = {"enabled": "true", "rows": 200, "images": 32, "eps_tabular": "0.05, 0.1, 0.25, 0.5", "eps_imaging": "1, 2, 4, 8",
                        "pgd_steps": 10, "square_iterations": 15, "hsj_iterations": 4, "hsj_evaluations": 100, "hsj_rows": 16,
                        "surrogate_epochs": 5, "image_distil_epochs": 15, "margin": 0.02, "temperature": 4.0, "full": "false"}
 
 @dataclass(frozen=True)
 class RobustnessConfig:
     "The `[robustness]` settings: how much of the test set, which ε, which budgets (read by `robustness_config`)."
+    enabled: bool = True                  # false: the three sections say they were switched off (quick iterations; most tests)
     rows: int = 200                       # tabular test rows attacked (a seeded, stratified subset when the test part is larger)
     images: int = 32                      # test images attacked
     eps_tabular: tuple = (0.05, 0.1, 0.25, 0.5)   # fractions of each perturbable feature's training SD
@@ -60,6 +61,8 @@ class RobustnessConfig:
     rejected: tuple = ()                  # ε values refused, with the reason (the report says which)
 
     def as_dict(self) -> dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+SWITCHED_OFF = "switched off in settings.ini ([robustness] enabled = false)"
 
 def _eps_list(key: str, raw, hi: float, unit: str) -> tuple[tuple, list]:
     vals = raw if isinstance(raw, (list, tuple)) else [v for v in str(raw).replace(";", ",").split(",") if v.strip()]
@@ -80,13 +83,16 @@ def robustness_config(raw: dict | None = None) -> RobustnessConfig:
     v, num = section_values("robustness", raw, ROBUSTNESS_DEFAULTS)
     et, bt = _eps_list("eps_tabular", v["eps_tabular"], 1.0, "SD")
     ei, bi = _eps_list("eps_imaging", v["eps_imaging"], 255.0, "/255")
-    full = str(v["full"]).strip().lower()
-    if full not in ("true", "false", "yes", "no", "1", "0"): raise MedwbError(f"settings.ini [robustness] full = {v['full']!r}: true or false")
-    return RobustnessConfig(rows=num("rows", int, 10, 10**6), images=num("images", int, 4, 10**6), eps_tabular=et, eps_imaging=ei,
+    flags = {}
+    for k in ("enabled", "full"):
+        f = str(v[k]).strip().lower()
+        if f not in ("true", "false", "yes", "no", "1", "0"): raise MedwbError(f"settings.ini [robustness] {k} = {v[k]!r}: true or false")
+        flags[k] = f in ("true", "yes", "1")
+    return RobustnessConfig(enabled=flags["enabled"], rows=num("rows", int, 10, 10**6), images=num("images", int, 4, 10**6), eps_tabular=et, eps_imaging=ei,
                             pgd_steps=num("pgd_steps", int, 1, 1000), square_iterations=num("square_iterations", int, 1, 10**5),
                             hsj_iterations=num("hsj_iterations", int, 1, 1000), hsj_evaluations=num("hsj_evaluations", int, 2, 10**5), hsj_rows=num("hsj_rows", int, 4, 10**6),
                             surrogate_epochs=num("surrogate_epochs", int, 1, 1000), image_distil_epochs=num("image_distil_epochs", int, 1, 1000), margin=num("margin", float, 0.0, 1.0),
-                            temperature=num("temperature", float, 1.0, 100.0), full=full in ("true", "yes", "1"), rejected=tuple(bt + bi))
+                            temperature=num("temperature", float, 1.0, 100.0), full=flags["full"], rejected=tuple(bt + bi))
 
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c007
 def _logit(p: float) -> float:
