@@ -1569,6 +1569,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks.grid_figure': ( '13_robustness/attacks.html#grid_figure',
                                                                                     'medwb/robustness/attacks.py'),
+                                          'medwb.robustness.attacks.grid_section': ( '13_robustness/attacks.html#grid_section',
+                                                                                     'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks.grid_table': ( '13_robustness/attacks.html#grid_table',
                                                                                    'medwb/robustness/attacks.py'),
                                           'medwb.robustness.attacks.hopskipjump': ( '13_robustness/attacks.html#hopskipjump',

@@ -332,14 +332,7 @@ class ImagingReport(Report):
                f"`full = true`). ε in 1/255 of the intensity range; pixels stay in [0, 1]. Bootstrap 95% CIs ({self.E['n_boot']} resamples). "
                f"The transfer attack's surrogate is the same small CNN trained independently (seed {self.seed + 1}, {cfg.surrogate_epochs} epochs in "
                f"batches of 8, no augmentation) on the same training images; its own ROC-AUC on these images is {roc_auc_score(t.y, sur.proba(sur.x)):.3f}.")
-        yield pd.DataFrame([{"attack": a, "access": RA.ACCESS[a], "what it does": RA.DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
-                             iters=cfg.hsj_iterations, rows=cfg.hsj_rows)} for a in g.table.attack.unique()]).set_index("attack")
-        if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
-        if cfg.rejected: yield "**ε refused by the settings:** " + "; ".join(cfg.rejected) + "."
-        yield RA.grid_table(g.table)
-        yield "attack_grid", RA.grid_figure(g.table, f"{self.model} on {self.dataset}: ROC-AUC under attack")
-        yield "**Sanity checks** (a failed check means the attack numbers above are not evidence of robustness):"
-        yield checks.set_index("check")
+        yield from RA.grid_section(g, cfg, checks, f"{self.model} on {self.dataset}: ROC-AUC under attack", cfg.hsj_rows)
         if eps:
             xa = g.examples["pgd"][eps]
             np.savez_compressed(out / "adversarial_examples.npz", ids=np.asarray(self.ds.ids)[self.parts[2][ix]], clean=t.x, pgd=xa, eps=eps)

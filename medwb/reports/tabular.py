@@ -287,14 +287,7 @@ class TabularReport(Report):
                f"ε is a fraction of each feature's training SD; perturbed: the {len(pert)} feature(s) the schema declares `perturbable` "
                f"({', '.join(pert[:6])}{' …' if len(pert) > 6 else ''}). Bootstrap 95% CIs ({self.E['n_boot']} resamples). "
                f"The surrogate of the transfer attack is an MLP trained on the same training rows with seed {self.seed + 1}.")
-        yield pd.DataFrame([{"attack": a, "access": RA.ACCESS[a], "what it does": RA.DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
-                             iters=cfg.hsj_iterations, rows=min(cfg.hsj_rows, len(ix)))} for a in g.table.attack.unique()]).set_index("attack")
-        if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
-        if cfg.rejected: yield "**ε refused by the settings:** " + "; ".join(cfg.rejected) + "."
-        yield RA.grid_table(g.table)
-        yield "attack_grid", RA.grid_figure(g.table, f"{self.model} on {self.dataset}: ROC-AUC under attack")
-        yield "**Sanity checks** (a failed check means the attack numbers above are not evidence of robustness):"
-        yield checks.set_index("check")
+        yield from RA.grid_section(g, cfg, checks, f"{self.model} on {self.dataset}: ROC-AUC under attack", min(cfg.hsj_rows, len(ix)))
         yield from self._defences(RA, t, sur, g, cfg, schema)
 
     def _defences(self, RA, t, sur, g, cfg, schema):

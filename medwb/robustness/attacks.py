@@ -24,8 +24,8 @@ from ..models.zoo import art_evasion
 __all__ = ['ACCESS', 'DESCRIPTION', 'ROBUSTNESS_DEFAULTS', 'SWITCHED_OFF', 'METRICS', 'RobustnessConfig', 'robustness_config',
            'MarginNet', 'AttackTarget', 'tabular_target', 'image_target', 'subset', 'gradient_attack', 'within',
            'rows_of', 'square_attack', 'hopskipjump', 'GridResult', 'attack_grid', 'sanity_checks', 'grid_table',
-           'defence_table', 'ood_table', 'grid_figure', 'examples_figure', 'ensemble_defence', 'smoothing_defence',
-           'range_violations', 'raw_values', 'image_surrogate']
+           'defence_table', 'grid_section', 'ood_table', 'grid_figure', 'examples_figure', 'ensemble_defence',
+           'smoothing_defence', 'range_violations', 'raw_values', 'image_surrogate']
 
 # %% ../../nbs/13_robustness/01_attacks.ipynb #c004
 ACCESS = {"fgsm": "white-box", "pgd": "white-box", "square": "black-box", "hopskipjump": "black-box", "transfer": "grey-box"}
@@ -370,6 +370,17 @@ def defence_table(df: pd.DataFrame) -> pd.DataFrame:
     "A defence's clean, non-adaptive and adaptive rows: estimate (95% CI) per metric."
     return pd.DataFrame({"model": df.model, "attack": df.attack, "ε": df.eps,
                          **{m.replace("_", " ").replace("roc auc", "ROC-AUC"): [_ci(*r) for r in zip(df[m], df[m + "_lo"], df[m + "_hi"])] for m in METRICS}}).set_index(["model", "attack"])
+
+def grid_section(g: GridResult, cfg: RobustnessConfig, checks: pd.DataFrame, title: str, hsj_rows: int):
+    "What a report shows of an attack grid: what each attack did, what did not run, refused ε, the table, its figure and the sanity checks."
+    yield pd.DataFrame([{"attack": a, "access": ACCESS[a], "what it does": DESCRIPTION[a].format(steps=cfg.pgd_steps, queries=cfg.square_iterations,
+                         iters=cfg.hsj_iterations, rows=hsj_rows)} for a in g.table.attack.unique()]).set_index("attack")
+    if g.not_run: yield "**Not run:** " + "; ".join(f"{a} — {why}" for a, why in g.not_run) + "."
+    if cfg.rejected: yield "**ε refused by the settings:** " + "; ".join(cfg.rejected) + "."
+    yield grid_table(g.table)
+    yield "attack_grid", grid_figure(g.table, title)
+    yield "**Sanity checks** (a failed check means the attack numbers above are not evidence of robustness):"
+    yield checks.set_index("check")
 
 def ood_table(df: pd.DataFrame) -> pd.DataFrame:
     "Out-of-distribution scores (medwb.robustness.shift.ood_evaluation rows, with a `shifted` column) for reading."
