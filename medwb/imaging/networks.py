@@ -17,8 +17,8 @@ from ..core.io import atomic_write
 
 # %% auto #0
 __all__ = ['NETWORKS', 'TASKS', 'OPTIMIZERS', 'SCHEDULES', 'SmallCNN', 'network_task', 'make_network', 'cam_layer', 'TrainConfig',
-           'split_params', 'augmentation', 'History', 'default_device', 'fit', 'evaluate_loss', 'predict',
-           'plot_history']
+           'split_params', 'BatchAugment', 'augmentation', 'History', 'default_device', 'fit', 'evaluate_loss',
+           'predict', 'plot_history']
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c005
 class SmallCNN(nn.Module):
@@ -110,17 +110,49 @@ def split_params(params: dict | None) -> tuple[dict, TrainConfig]:
     return {k: v for k, v in params.items() if k not in names}, TrainConfig(**{k: v for k, v in params.items() if k in names})
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c012
-def augmentation(segmentation: bool, seed: int = 0):
-    "Seeded MONAI transforms for one training sample {'image', 'label'} (the mask follows the image when segmenting)."
-    from monai.transforms import Compose, RandFlipd, RandGaussianNoised, RandRotated, RandZoomd
-    keys = ["image", "label"] if segmentation else ["image"]
-    modes = ["bilinear", "nearest"] if segmentation else ["bilinear"]
-    t = Compose([RandRotated(keys, range_x=np.pi / 12, prob=0.5, mode=modes, padding_mode="border"),
-                 RandFlipd(keys, prob=0.5, spatial_axis=1), RandFlipd(keys, prob=0.5, spatial_axis=0),
-                 RandZoomd(keys, prob=0.3, min_zoom=0.9, max_zoom=1.1, mode=["area", "nearest"][:len(keys)] if segmentation else "area"),
-                 RandGaussianNoised("image", prob=0.3, std=0.02)])
-    t.set_random_state(seed=seed)
-    return t
+class BatchAugment:
+    "Seeded augmentation of a batch at once: one random affine matrix per image (rotation, flips, zoom), warped by MONAI's AffineTransform; noise on images."
+    def __init__(self, segmentation: bool, seed: int = 0, rotate: float = np.pi / 12, p_rotate: float = 0.5, p_flip: float = 0.5,
+                 zoom: tuple = (0.9, 1.1), p_zoom: float = 0.3, noise_std: float = 0.02, p_noise: float = 0.3):
+        from monai.networks.layers import AffineTransform
+        self.segmentation, self.rotate, self.p_rotate, self.p_flip = segmentation, rotate, p_rotate, p_flip
+        self.zoom, self.p_zoom, self.noise_std, self.p_noise = zoom, p_zoom, noise_std, p_noise
+        self.gen = torch.Generator().manual_seed(int(seed))
+        # normalised coordinates in [-1, 1] about the image centre, in torch's (x, y) order: the matrix maps output to input
+        kw = dict(normalized=True, reverse_indexing=False, padding_mode="border", align_corners=True)
+        self._image, self._mask = AffineTransform(mode="bilinear", **kw), AffineTransform(mode="nearest", **kw)
+
+    def _draw(self, n: int, p: float, lo: float, hi: float, off: float) -> torch.Tensor:
+        "n values uniform in [lo, hi] where a coin with probability p falls, else `off`."
+        hit = torch.rand(n, generator=self.gen) < p
+        val = lo + (hi - lo) * torch.rand(n, generator=self.gen)
+        return torch.where(hit, val, torch.full_like(val, off))
+
+    def theta(self, n: int) -> torch.Tensor:
+        "(n, 2, 3) affine matrices: rotation · flips · 1/zoom."
+        a = self._draw(n, self.p_rotate, -self.rotate, self.rotate, 0.0)
+        fx = torch.where(torch.rand(n, generator=self.gen) < self.p_flip, -1.0, 1.0)
+        fy = torch.where(torch.rand(n, generator=self.gen) < self.p_flip, -1.0, 1.0)
+        z = self._draw(n, self.p_zoom, *self.zoom, 1.0)
+        c, s, sx, sy = torch.cos(a), torch.sin(a), fx / z, fy / z
+        zero = torch.zeros(n)
+        return torch.stack([torch.stack([c * sx, -s * sy, zero], 1), torch.stack([s * sx, c * sy, zero], 1)], 1)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor | None = None):
+        "Augmented (images, masks): masks (segmentation) get the same warp, nearest-neighbour, and no noise."
+        n = len(images)
+        th = self.theta(n).to(images.device)
+        out = self._image(images, th)
+        noisy = (torch.rand(n, generator=self.gen) < self.p_noise).to(images.device)
+        noise = torch.randn(out.shape, generator=self.gen).to(images.device) * self.noise_std
+        out = out + noise * noisy.view(-1, 1, 1, 1)
+        return out, (self._mask(masks, th) if masks is not None else None)
+
+def augmentation(segmentation: bool, seed: int = 0) -> BatchAugment:
+    "The seeded training augmentation of an imaging task (the mask follows the image when segmenting)."
+    return BatchAugment(segmentation, seed)
+
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c015
 @dataclass
@@ -172,15 +204,14 @@ def _save(state: dict, path: Path):
 
 # %% ../../nbs/06_imaging/03_networks.ipynb #c016
 def _batches(x, y, idx, bs, aug, seg: bool, dev):
-    "Tensors of one epoch's batches, each sample augmented by the seeded MONAI transforms."
+    "Tensors of one epoch's batches, each batch augmented at once by the seeded `BatchAugment`."
     for s in range(0, len(idx), bs):
         ix = idx[s:s + bs]
-        if aug is None: xb, yb = x[ix], y[ix]
-        else:
-            out = [aug({"image": x[i], "label": y[i]} if seg else {"image": x[i]}) for i in ix]
-            xb = np.stack([np.asarray(o["image"], dtype=np.float32) for o in out])
-            yb = np.stack([np.asarray(o["label"], dtype=np.float32) for o in out]) if seg else y[ix]
-        yield torch.as_tensor(xb, device=dev), torch.as_tensor(yb, device=dev)
+        xb, yb = torch.as_tensor(x[ix], device=dev), torch.as_tensor(y[ix], device=dev)
+        if aug is not None:
+            xb, mb = aug(xb, yb if seg else None)
+            if seg: yb = mb
+        yield xb, yb
 
 def fit(net: nn.Module, train_x, train_y, val_x, val_y,
         task: str = "image_classification",   # or 'segmentation'
