@@ -29,9 +29,9 @@ unchanged_by "outputs or metadata were committed in notebooks" nbdev-clean
 echo "== 3/4 nbdev-test: execute every stage notebook"
 nbdev-test --n-workers 2 --timing
 
-echo "== 4/4 pytest"
+echo "== 4/4 pytest (two worker processes, pytest-xdist; a test file stays on one worker, so its module fixtures run once)"
 set +e
-python -m pytest -q "$@"
+python -m pytest -q -n "${MEDWB_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "FAIL: pytest collected no tests" >&2; exit 1; fi
