@@ -1,0 +1,82 @@
+"Hyper-parameter search (clause 5.2.3.2): nested CV shows the optimism of a tuned score on data with no signal, a seed fixes the trial table, bad spaces are refused."
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from medwb.core.settings import MedwbError
+from medwb.datasets.builtin import load_dataset
+from medwb.models.search import holdout_search, nested_search, run_search, search_space
+
+
+@pytest.fixture(scope="module")
+def bc():
+    return load_dataset("breast_cancer")
+
+
+def permuted(ds, seed: int):
+    y = np.random.default_rng(seed).permutation(ds.frame[ds.target].to_numpy())
+    return dataclasses.replace(ds, frame=ds.frame.assign(**{ds.target: y}))
+
+
+def test_nested_search_on_permuted_labels_scores_chance_while_the_inner_best_is_higher(bc):
+    # labels permuted: nothing to learn. Six permutations, each a nested search (5 outer folds, 15 TPE trials, 3 inner folds)
+    space = search_space("linear", "classification", {"C": "float(0.0001, 10, log)", "n_trials": "15"})
+    runs = [nested_search(permuted(bc, s), space, seed=0, outer_folds=5, n_boot=200) for s in range(10, 16)]
+    inner = np.array([r.inner_best for r in runs])
+    outer = np.array([r.outer["estimate"] for r in runs])
+    # measured: outer 0.446-0.531 (mean 0.499), inner best 0.503-0.547 (mean 0.531)
+    assert abs(outer.mean() - 0.5) < 0.05, outer
+    assert (inner > outer).sum() >= 5 and inner.mean() - outer.mean() > 0.015, (inner, outer)
+    for r in runs:   # the optimism the report shows is the inner best minus the outer score, with the outer score's CI
+        assert r.optimism["lo"] <= r.optimism["estimate"] <= r.optimism["hi"]
+        assert r.optimism["estimate"] == pytest.approx(r.inner_best - r.outer["estimate"])
+
+
+def test_search_on_real_signal_is_reproducible_and_every_record_is_scored_once(bc):
+    space = search_space("random_forest", "classification",
+                         {"n_estimators": "int(10, 60, log)", "max_depth": "int(2, 8)", "max_features": "float(0.2, 1.0)", "n_trials": "6"})
+    a = nested_search(bc, space, seed=3, outer_folds=3, n_boot=200)
+    b = nested_search(bc, space, seed=3, outer_folds=3, n_boot=200)
+    assert a.folds["trials_hash"].tolist() == b.folds["trials_hash"].tolist()
+    assert a.folds.equals(b.folds) and a.predictions.equals(b.predictions)
+    assert sorted(a.predictions["record_id"]) == sorted(bc.ids)
+    assert a.outer["estimate"] > 0.95 and abs(a.optimism["estimate"]) < 0.05
+    st = a.stability()
+    assert set(st.index) == {"n_estimators", "max_depth", "max_features"} and st.loc["max_depth", "per fold"].count(",") == 2
+    h = holdout_search(bc, space, seed=3, n_boot=200)
+    assert h.design == "holdout" and len(h.folds) == 1 and h.outer["estimate"] > 0.95
+
+
+def test_regression_search_scores_r2_and_random_and_grid_samplers_run():
+    db = load_dataset("diabetes")
+    rows = np.arange(len(db.frame))
+    r = run_search(db, search_space("random_forest", "regression", {"max_depth": "int(2, 6)", "n_estimators": "int(10, 30)",
+                                                                     "sampler": "random", "n_trials": "4"}), rows)
+    assert r.metric == "r2" and 0.2 < r.best_value < 0.7 and len(r.trials) == 4
+    g = run_search(db, search_space("random_forest", "regression", {"max_depth": "choice(2, 4)", "n_estimators": "int(10, 20)",
+                                                                     "sampler": "grid", "grid_points": "2", "n_trials": "50"}), rows)
+    assert len(g.trials) == 4 and sorted(map(tuple, g.trials[["max_depth", "n_estimators"]].to_numpy().tolist())) == [(2, 10), (2, 20), (4, 10), (4, 20)]
+
+
+@pytest.mark.parametrize("raw, msg", [
+    ({"n_trees": "int(1, 5)"}, "has no parameter(s) n_trees"),
+    ({"max_depth": "int(8, 2)"}, "empty or inverted"),
+    ({"max_depth": "int(2, 2)"}, "empty or inverted"),
+    ({"max_features": "float(0, 1, log)"}, "log range must be above 0"),
+    ({"max_depth": "int(0, 4)"}, "does not take max_depth = 0"),
+    ({"max_depth": "int(2, 4)", "n_trials": "0"}, "n_trials = '0': must be a positive integer"),
+    ({"max_depth": "int(2, 4)", "inner_folds": "1"}, "at least 2 folds"),
+    ({"max_depth": "normal(4, 1)"}, "write int(lo, hi[, log])"),
+])
+def test_bad_search_spaces_are_refused_before_anything_runs(raw, msg):
+    with pytest.raises(MedwbError, match=None) as e: search_space("random_forest", "classification", raw)
+    assert msg in str(e.value), str(e.value)
+
+
+def test_a_class_smaller_than_the_inner_folds_is_named_with_its_count(bc):
+    rows = np.r_[np.flatnonzero(bc.y == 0)[:40], np.flatnonzero(bc.y == 1)[:2]]
+    space = search_space("linear", "classification", {"C": "float(0.01, 1)", "n_trials": "2"})
+    with pytest.raises(MedwbError, match=r"class 1 \(malignant\) has 2 member\(s\).*fewer than the 3 inner folds"): run_search(bc, space, rows)
