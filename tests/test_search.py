@@ -80,3 +80,47 @@ def test_a_class_smaller_than_the_inner_folds_is_named_with_its_count(bc):
     rows = np.r_[np.flatnonzero(bc.y == 0)[:40], np.flatnonzero(bc.y == 1)[:2]]
     space = search_space("linear", "classification", {"C": "float(0.01, 1)", "n_trials": "2"})
     with pytest.raises(MedwbError, match=r"class 1 \(malignant\) has 2 member\(s\).*fewer than the 3 inner folds"): run_search(bc, space, rows)
+
+
+# --- the search in a run: the report's section, metrics.json and the compliance row; a bad space stops the run before any job
+
+from conftest import medwb, write_settings  # noqa: E402
+
+
+def test_a_run_with_a_declared_search_reports_trials_optimism_and_the_compliance_row(tmp_path):
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer, diabetes", "models": "linear",
+                                  "n_boot": "100"},
+                       {"search.linear": {"C": "float(0.001, 100, log)", "n_trials": "5"}})
+    r = medwb("run", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+    (bc,) = (tmp_path / "reports" / "breast_cancer" / "linear").glob("*/metrics.json")
+    m = json.loads(bc.read_text())
+    sr = m["search"]
+    assert sr["design"] == "holdout" and sr["space"]["params"] == {"C": "float(0.001, 100, log)"} and 1e-3 <= sr["chosen"]["C"] <= 100
+    # hold-out: the tuned model scored on the unseen test rows is the report's own model (sections 6-12)
+    assert sr["outer"]["estimate"] == pytest.approx(m["metrics"]["roc_auc"])
+    assert sr["optimism"]["lo"] <= sr["optimism"]["estimate"] <= sr["optimism"]["hi"]
+    row = next(c for c in m["compliance"] if c["clause"] == "5.2.3.2")
+    assert row["status"] == "met" and "optimism" in row["evidence"]
+    html = (bc.parent / "report.html").read_text()
+    assert "Hyper-parameter search" in html and "Optimism of the tuned score" in html and "Trial table" in html
+    assert (bc.parent / "figures" / "search_curve.png").exists()
+    # the least-squares variant has no C: the diabetes report says no search was declared, and its row stays "not yet"
+    (db,) = (tmp_path / "reports" / "diabetes" / "linear").glob("*/metrics.json")
+    md = json.loads(db.read_text())
+    assert "search" not in md and "hyper-parameter search" in md["not_applicable"]
+    assert next(c for c in md["compliance"] if c["clause"] == "5.2.3.2")["status"] == "not yet"
+
+
+@pytest.mark.parametrize("section, msg", [
+    ({"n_trials": "0", "C": "float(0.1, 1)"}, "must be a positive integer"),
+    ({"C": "float(1, 0.1)"}, "empty or inverted"),
+    ({"gamma": "float(0.1, 1)"}, "no variant of linear has parameter(s) gamma"),
+])
+def test_a_bad_search_section_stops_the_run_before_any_job(tmp_path, section, msg):
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "linear"},
+                       {"search.linear": section})
+    r = medwb("run", settings=s)
+    assert r.returncode != 0 and msg in r.stderr, r.stderr
+    assert not (tmp_path / "reports" / "breast_cancer").exists()

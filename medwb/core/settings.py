@@ -69,6 +69,7 @@ class Settings:
     serve: dict = field(default_factory=dict)          # the prediction service's settings, raw, from [serve] (read by medwb.serve.gate)
     scenarios: dict = field(default_factory=dict)      # {scenario: {key: value}}, raw, from [scenario.NAME] (read by medwb.scenarios, e.g. triage)
     robustness: dict = field(default_factory=dict)     # attack grid, subsets and compression settings, raw, from [robustness] (read by medwb.robustness.attacks)
+    search: dict = field(default_factory=dict)         # {model: {key: text}}, raw, from [search.NAME]: hyper-parameter search spaces (read by medwb.models.search)
 
     def evaluation_config(self) -> dict:
         "The evaluation settings that determine a result (only those the chosen design uses): what a model job hashes."
@@ -206,7 +207,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
     if cpu_isa not in CPU_ISAS: raise SettingsError(f"settings.ini [medwb] cpu_isa = {cpu_isa!r}; choose one of {', '.join(CPU_ISAS)}")
     if executor == "dask" and not scheduler:
         raise SettingsError("executor = dask needs scheduler = HOST:PORT (or --scheduler)")
-    model_params, dataset_specs, imaging_specs, serve, scenarios, robustness = {}, {}, {}, {}, {}, {}
+    model_params, dataset_specs, imaging_specs, serve, scenarios, robustness, search = {}, {}, {}, {}, {}, {}, {}
     for sec in cp.sections():
         kind, _, name = sec.partition(".")
         if kind == "model" and name:
@@ -218,12 +219,14 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
         elif kind == "scenario" and name:
             if name not in SCENARIOS: raise SettingsError(f"{path}: unknown scenario [{sec}]; the scenarios are {', '.join(SCENARIOS)}")
             scenarios[name] = dict(cp[sec])
+        elif kind == "search" and name:
+            search[name] = dict(cp[sec])
         elif sec == "serve":
             serve = dict(cp[sec])
         elif sec == "robustness":
             robustness = dict(cp[sec])
         elif sec != "medwb":
-            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME], [robustness] or [serve])")
+            raise SettingsError(f"{path}: unknown section [{sec}] (expected [medwb], [model.NAME], [search.NAME], [dataset.NAME], [imaging.NAME], [scenario.NAME], [robustness] or [serve])")
     if triage_graphs is not None: scenarios["triage"] = {**scenarios.get("triage", {}), "graphs": str(triage_graphs)}
     if records_notes is not None:
         if str(records_notes).strip().lower() == "none": scenarios.pop("records", None)
@@ -239,7 +242,7 @@ def load_settings(path: Path | str | None = None, # settings.ini; None: `find_se
                     project=(root / str(raw.get("project") or "project.yml").strip()).resolve(),
                     jobs=jobs, executor=executor, scheduler=scheduler, cpu_isa=cpu_isa,
                     model_params=model_params, dataset_specs=dataset_specs, imaging=imaging, imaging_specs=imaging_specs, serve=serve, scenarios=scenarios,
-                    robustness=robustness)
+                    robustness=robustness, search=search)
 
 # %% ../../nbs/00_core/01_settings.ipynb #c014
 def seed_everything(seed: int) -> np.random.Generator:

@@ -23,8 +23,8 @@ from .features import build_pipeline, kfold_splits, split_dataset, split_keys
 from .zoo import make_model
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'OPTIONS', 'KINDS', 'Dist', 'parse_dist', 'SearchSpace', 'search_space', 'SearchResult', 'inner_folds',
-           'run_search', 'NestedResult', 'nested_search', 'holdout_search']
+__all__ = ['SAMPLERS', 'OPTIONS', 'KINDS', 'Dist', 'parse_dist', 'SearchSpace', 'search_for_task', 'search_space', 'SearchResult',
+           'inner_folds', 'run_search', 'NestedResult', 'nested_search', 'holdout_search']
 
 # %% ../../nbs/04_models/03_search.ipynb #c005
 SAMPLERS = ("tpe", "random", "grid")
@@ -124,6 +124,19 @@ def _check_value(est, name: str, value, where: str):
     try: clone(est).set_params(**{name: value})._validate_params()
     except Exception as e: raise MedwbError(f"{where}: {type(est).__name__} does not take {name} = {value!r} ({e})") from None
 
+def search_for_task(model: str, task: str, raw: dict) -> dict | None:
+    "The part of a `[search.MODEL]` section that applies to `task` (its options and the parameters this variant has), None when no parameter does."
+    from medwb.models.zoo import MODELS
+    if model not in MODELS: raise MedwbError(f"[search.{model}]: unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+    spec, raw = MODELS[model], dict(raw or {})
+    valid = {t: set(f(0).get_params(deep=False)) for t, f in (("classification", spec.classifier), ("regression", spec.regressor)) if f}
+    params = [k for k in raw if k not in OPTIONS]
+    bad = sorted(set(params) - set().union(*valid.values()))
+    if bad: raise MedwbError(f"[search.{model}]: no variant of {model} has parameter(s) {', '.join(bad)}; "
+                             f"valid: {', '.join(sorted(set().union(*valid.values())))}")
+    mine = [k for k in params if k in valid.get(task, set())]
+    return {k: v for k, v in raw.items() if k in OPTIONS or k in mine} if mine else None
+
 def search_space(model: str, task: str, raw: dict, fixed: dict | None = None) -> SearchSpace:
     "The search a `[search.MODEL]` section declares, checked against the estimator before any job runs."
     raw, fixed = dict(raw or {}), dict(fixed or {})
@@ -157,7 +170,7 @@ def search_space(model: str, task: str, raw: dict, fixed: dict | None = None) ->
 class SearchResult:
     "One search: every trial, the best parameters and score, and a hash of the trial table."
     space: SearchSpace
-    trials: pd.DataFrame          # number, state, value, fold1..k, each parameter, error
+    trials: pd.DataFrame          # number, state, value, fold1..k, each parameter, error, seconds (not hashed)
     best_params: dict
     best_value: float
     trials_hash: str
@@ -246,7 +259,9 @@ def run_search(ds, space: SearchSpace, rows: np.ndarray, seed: int = 0, imputati
                   for k, v in t.params.items()})
         r["error"] = t.user_attrs.get("error", "")
         rows_.append(r)
-    trials = pd.DataFrame(rows_)
+    # wall time per trial: shown, and not hashed (it differs from run to run)
+    secs = [(t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else np.nan for t in study.trials]
+    trials = pd.DataFrame(rows_).assign(seconds=secs)
     done = trials[trials["state"] == "COMPLETE"]
     if done.empty:
         errs = sorted(set(trials["error"]) - {""})
@@ -317,7 +332,9 @@ def nested_search(ds, space: SearchSpace, seed: int = 0, outer_folds: int = 5, n
     return _outer(ds, [run_search(ds, space, tr, seed, imputation) for _, tr, te in parts], parts, "nested", seed, n_boot, imputation)
 
 def holdout_search(ds, space: SearchSpace, seed: int = 0, n_boot: int = 1000, imputation: str = "median") -> NestedResult:
-    "One search by inner CV on the hold-out training part, scored on the test part (the non-nested design)."
+    """One search by inner CV on the hold-out training part, refitted there and scored on the test part (the non-nested design).
+
+    The validation part is left to what the hold-out design uses it for (the decision threshold), so the tuned model scored
+    here is the one a hold-out report evaluates."""
     sp = split_dataset(ds, seed)
-    tr = np.sort(np.r_[sp.train, sp.val])
-    return _outer(ds, [run_search(ds, space, tr, seed, imputation)], [("test", tr, sp.test)], "holdout", seed, n_boot, imputation)
+    return _outer(ds, [run_search(ds, space, sp.train, seed, imputation)], [("test", sp.train, sp.test)], "holdout", seed, n_boot, imputation)

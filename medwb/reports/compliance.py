@@ -144,7 +144,10 @@ def compliance_matrix(facts: dict, anchors: dict[str, str]) -> pd.DataFrame:
         ("5.2.1.2", "Train / validation / test split (e.g. 70/15/15)", "met", "Validation design"),
         ("5.2.1.3", "Algorithm and system design stated", "met", "Model specification"),
         ("5.2.2", "Architecture, regularisation, loss stated", "met", "Model specification"),
-        ("5.2.3.2", "Hyper-parameter search, early stopping", "not yet", "Model specification: parameters fixed in settings.ini; HPO is a later stage"),
+        ("5.2.3.2", "Hyper-parameter search, early stopping", "met" if facts.get("search") else "not yet",
+         (f"Model specification: hyper-parameter search — {facts['search']['space']['sampler']} sampler, {facts['search']['space']['n_trials']} trials, "
+          f"{facts['search']['design']} design, optimism {facts['search']['optimism']['estimate']:+.3f} shown with its CI") if facts.get("search") else
+         "Model specification: parameters fixed in settings.ini; no [search.MODEL] declared for this model"),
         ("5.2.4.3", "Ensembles (bagging, boosting)", "partly", "Model specification: random forest and gradient boosting are in the zoo"),
         ("5.3.1.1", "Accuracy, sensitivity, specificity, precision, F1", "met" if clf else "not applicable", "Threshold metrics" if clf else "regression model"),
         ("5.3.1.2", "MSE, MAE, R²", "met" if not clf else "not applicable", "Regression metrics" if not clf else "classification model"),

@@ -298,7 +298,7 @@ def report_facts(record: dict, ev, project: dict, ds) -> dict:
             "useful_range": record.get("useful_range"), "design": ev.method, "approved": approved(project),
             "explained": "explanations" in record, "data_report": bool(record.get("data_report")),
             "annotations": bool((ds.lifecycle or {}).get("annotations")),
-            "privacy": _privacy_facts(record.get("privacy")), "robustness": _robustness_facts(record)}
+            "privacy": _privacy_facts(record.get("privacy")), "robustness": _robustness_facts(record), "search": record.get("search")}
 
 def _robustness_facts(record: dict) -> dict:
     "What the robustness, shift and compression sections established (for the limitations and the compliance matrix)."

@@ -33,7 +33,21 @@ from .privacy import privacy_section
 from .data import schema_for
 
 # %% auto #0
-__all__ = ['TabularReport']
+__all__ = ['search_figure', 'TabularReport']
+
+# %% ../../nbs/09_reports/06_tabular.ipynb #0f4acdea
+def search_figure(result, title: str, metric: str = "ROC-AUC"):
+    "The search's learning curve: each complete trial's inner score and the best so far, pruned trials marked."
+    import matplotlib.pyplot as plt
+    c, t = result.curve(), result.trials
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.plot(c["trial"], c["value"], "o", ms=4, color="#4477aa", label="trial (mean of inner folds)")
+    ax.step(c["trial"], c["best_so_far"], where="post", color="#cc6677", label="best so far")
+    pr = t[t["state"] == "PRUNED"]
+    if len(pr): ax.plot(pr["number"], pr["fold1"], "x", color="#999999", label="pruned (first inner fold)")
+    ax.set(xlabel="trial", ylabel=f"inner {metric}", title=title)
+    ax.legend(fontsize=8, loc="best"); fig.tight_layout()
+    return fig
 
 # %% ../../nbs/09_reports/06_tabular.ipynb #c003
 @dataclass
@@ -103,10 +117,28 @@ class TabularReport(Report):
                               repeats=E["repeats"] or S.repeats, rounds=E["rounds"] or S.rounds, threshold=E["threshold"],
                               imputation=E["imputation"])
 
+    def _search(self) -> dict:
+        "Run the declared search (clause 5.2.3.2): hold-out, one search on the training rows; resampling designs, nested in every fold, then one on all records."
+        from ..models.search import holdout_search, nested_search, run_search, search_space
+        E, S, ds = self.E, self.S, self.ds
+        space = search_space(self.model, ds.task, E["search"], self.model_params)
+        if E["method"] == "holdout":
+            res = holdout_search(ds, space, self.seed, E["n_boot"], E["imputation"])
+            final = res.searches[0]
+        else:   # the nested folds estimate the tuned procedure; the artifact is tuned once more, on all records
+            res = nested_search(ds, space, self.seed, E["folds"] or S.folds, E["n_boot"], E["imputation"])
+            final = run_search(ds, space, np.arange(len(ds.frame)), self.seed, E["imputation"])
+        self.state["search"] = {"space": space, "result": res, "final": final}
+        self.record["search"] = {"space": space.as_dict(), "design": res.design, "metric": res.metric, "inner_best": res.inner_best,
+                                 "outer": res.outer, "optimism": res.optimism, "chosen": final.best_params, "chosen_score": final.best_value,
+                                 "trials_hash": final.trials_hash, "folds": res.folds.drop(columns=["trials_hash"]).to_dict("records")}
+        return {**self.model_params, **final.best_params}
+
     def design(self):
         "Evaluate the model with the design of the settings (clause 5.3.2.1), then show the design and the sample flow."
         ds = self.ds
-        self.ev = ev = self._evaluate(self.model, self.model_params)
+        params = self._search() if self.E.get("search") else self.model_params
+        self.ev = ev = self._evaluate(self.model, params)
         self.record.update(imputation=ev.imputation, dropped_incomplete=ev.dropped_incomplete, data_report=self.provenance.get("data_report"))
         self.record.update(metrics=ev.metrics, parts=ev.parts, threshold=ev.threshold, score_kind=ev.score_kind,
                            leakage_overlaps=sum(ev.leakage.values()))
@@ -124,9 +156,46 @@ class TabularReport(Report):
         ev = self.ev
         model_path = save_artifacts(ev, self.out_dir)
         yield (threshold_statement(ev, self.ds, self.E["threshold"]) + f" Class-imbalance handling: {imbalance_statement(ev)}. "
-               f"Hyper-parameters: fixed in settings.ini (`[model.{self.model}]`: {self.model_params or 'defaults'}); no search was run "
-               f"(search space: none). Artifact `model.joblib` SHA-256: `{sha256_file(model_path)}`.")
+               + (f"Hyper-parameters: chosen by the search below (`[search.{self.model}]`: {self.record['search']['chosen']}), the others fixed in "
+                  f"settings.ini (`[model.{self.model}]`: {self.model_params or 'defaults'}). " if "search" in self.record else
+                  f"Hyper-parameters: fixed in settings.ini (`[model.{self.model}]`: {self.model_params or 'defaults'}); no search was run "
+                  f"(search space: none; `[search.{self.model}]` declares one). ")
+               + f"Artifact `model.joblib` SHA-256: `{sha256_file(model_path)}`.")
         yield model_table(ev.model)
+
+    def search(self):
+        "The search space, the trials, the chosen parameters per outer fold and the optimism of the tuned score (clause 5.2.3.2)."
+        applies("search" in self.state, f"no search declared: the hyper-parameters are fixed in settings.ini (`[search.{self.model}]` declares one)")
+        st, E = self.state["search"], self.E
+        space, res, final = st["space"], st["result"], st["final"]
+        m = "R²" if res.metric == "r2" else "ROC-AUC"
+        yield (f"**Search** (Optuna {__import__('optuna').__version__}, {space.sampler} sampler, seed {self.seed}; trials one after another; "
+               f"{space.n_trials} trials, each scored by the mean {m} of {space.inner_folds} inner folds grouped by patient"
+               + (", stratified by class" if self.clf else "") + ("; median pruning after each inner fold" if space.prune else "") + "). "
+               + ("Hold-out design: one search on the training rows (the validation rows keep their role, the decision threshold); the model of "
+                  "sections 6–12 is the one refitted there with the chosen parameters, and the test rows were never seen by the search."
+                  if res.design == "holdout" else
+                  f"{E['method']} design: the search ran again inside each of the {len(res.folds)} outer folds on that fold's training rows "
+                  "(**nested**); the artifact's parameters come from one more search on all records, so the metrics of sections 6–12, "
+                  "which use those parameters in every fold, are optimistic by about the optimism below."))
+        yield "**Search space:**"
+        yield space.table()
+        o, opt = res.outer, res.optimism
+        yield (f"**Optimism of the tuned score:** the best inner {m} was **{res.inner_best:.4f}**"
+               + (" (mean over outer folds)" if res.design == "nested" else "") + f"; on rows the search never saw it was **{o['estimate']:.4f}** "
+               f"[{o['lo']:.4f}, {o['hi']:.4f}]; optimism (inner − unseen) **{opt['estimate']:+.4f}** [{opt['lo']:+.4f}, {opt['hi']:+.4f}] "
+               f"(bootstrap 95% CI of the unseen score, {E['n_boot']} resamples; the inner score taken as given). A report that quotes "
+               "the inner score as the model's performance overstates it by this much (Varma & Simon 2006).")
+        yield "**Chosen parameters per " + ("outer fold" if res.design == "nested" else "search") + "** (inner best, unseen score, trial-table hash):"
+        yield res.folds.set_index("fold").round(4)
+        if res.design == "nested":
+            yield "**Stability of the chosen parameters across outer folds:**"
+            yield res.stability()
+        yield "search_curve", search_figure(final, f"{self.model} on {self.dataset}: search (the artifact's)", m)
+        t = final.trials.sort_values("value", ascending=False, na_position="last")
+        yield (f"**Trial table of the artifact's search** ({len(t)} trials, best first; SHA-256 of the table `{final.trials_hash[:16]}…`; "
+               "the same seed gives the same table; seconds are wall time, not hashed):")
+        yield t.set_index("number").round(4)
 
     def privacy(self):
         priv = privacy_section(self.ds, self.ev.model, kek_dir=self.S.kek_dir)

@@ -166,6 +166,10 @@ def build_matrix(settings: Settings) -> list[Job]:
     from medwb.robustness.attacks import robustness_config
     rob = robustness_config(settings.robustness).as_dict()   # checked here, before any job runs; part of every model job's hash
     common, ev = _common(settings), {**settings.evaluation_config(), "robustness": rob}
+    from medwb.models.zoo import MODELS
+    for name in settings.search:   # [search.NAME]: a tabular model of the zoo; its space is checked per dataset below
+        if name not in MODELS: raise MedwbError(f"[search.{name}]: {name!r} is not a tabular model of the zoo ({', '.join(sorted(MODELS))}); "
+                                                "imaging networks take their training settings in [model.NAME]")
     jobs, seen = [], set()
     for d in settings.datasets:
         ds = load_dataset(d, settings)
@@ -173,8 +177,15 @@ def build_matrix(settings: Settings) -> list[Job]:
         tpl = _template(settings, ds.task)
         for m in settings.models:
             params = model_params(m, ds.task, settings.model_params.get(m))
+            ev_m = ev
+            if m in settings.search:   # the space, checked against this dataset's estimator before any job runs, is part of the job's hash
+                from medwb.models.search import search_for_task, search_space
+                raw = search_for_task(m, ds.task, settings.search[m])   # None: no searched parameter applies to this task's variant
+                if raw is not None:
+                    search_space(m, ds.task, raw, params)
+                    ev_m = {**ev, "search": {k: str(v).strip() for k, v in raw.items()}}
             for s in settings.seeds:
-                j = make_job(settings, d, m, s, ds.task, params, ev, tpl, common, dataset_fingerprint=ds.fingerprint)
+                j = make_job(settings, d, m, s, ds.task, params, ev_m, tpl, common, dataset_fingerprint=ds.fingerprint)
                 if j.version_id not in seen: seen.add(j.version_id); jobs.append(j)
     imaging = [j for j in _imaging_jobs(settings, common) if j.version_id not in seen]
     triage = _triage_jobs(settings, common) + _records_jobs(settings, common)
