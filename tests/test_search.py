@@ -111,6 +111,9 @@ def test_a_run_with_a_declared_search_reports_trials_optimism_and_the_compliance
     md = json.loads(db.read_text())
     assert "search" not in md and "hyper-parameter search" in md["not_applicable"]
     assert next(c for c in md["compliance"] if c["clause"] == "5.2.3.2")["status"] == "not yet"
+    # the same seed gives the same trials: reproducing the searched version gives metrics.json exactly
+    r = medwb("reproduce", bc.parent.name[:8], settings=s)
+    assert r.returncode == 0 and "identical: metrics.json reproduced exactly" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("section, msg", [
@@ -124,3 +127,21 @@ def test_a_bad_search_section_stops_the_run_before_any_job(tmp_path, section, ms
     r = medwb("run", settings=s)
     assert r.returncode != 0 and msg in r.stderr, r.stderr
     assert not (tmp_path / "reports" / "breast_cancer").exists()
+
+
+def test_a_kfold_run_nests_the_search_in_every_fold_and_says_its_metrics_are_optimistic(tmp_path):
+    s = write_settings(tmp_path, {"reports_dir": str(tmp_path / "reports"), "datasets": "breast_cancer", "models": "random_forest",
+                                  "evaluation": "kfold", "folds": "3", "n_boot": "100"},
+                       {"model.random_forest": {"n_estimators": "30"},
+                        "search.random_forest": {"max_depth": "int(2, 8)", "max_features": "float(0.2, 1.0)", "n_trials": "4"}})
+    r = medwb("run", settings=s)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+    (mf,) = (tmp_path / "reports" / "breast_cancer" / "random_forest").glob("*/metrics.json")
+    sr = json.loads(mf.read_text())["search"]
+    assert sr["design"] == "nested" and [f["fold"] for f in sr["folds"]] == ["fold1", "fold2", "fold3"]
+    assert all(2 <= f["max_depth"] <= 8 and f["trials"] == 4 for f in sr["folds"]) and 2 <= sr["chosen"]["max_depth"] <= 8
+    assert sr["outer"]["estimate"] > 0.9 and sr["optimism"]["lo"] <= sr["optimism"]["estimate"] <= sr["optimism"]["hi"]
+    html = (mf.parent / "report.html").read_text()
+    assert "(<strong>nested</strong>)" in html and "are optimistic by about the optimism below" in html
+    assert "Stability of the chosen parameters across outer folds" in html
