@@ -35,7 +35,7 @@ from .data import schema_for
 # %% auto #0
 __all__ = ['search_figure', 'TabularReport']
 
-# %% ../../nbs/09_reports/06_tabular.ipynb #0f4acdea
+# %% ../../nbs/09_reports/06_tabular.ipynb #c002s
 def search_figure(result, title: str, metric: str = "ROC-AUC"):
     "The search's learning curve: each complete trial's inner score and the best so far, pruned trials marked."
     import matplotlib.pyplot as plt
