@@ -122,6 +122,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'medwb/data/dataset.py'),
                                     'medwb.data.dataset.Dataset.ids': ('01_data/dataset.html#dataset.ids', 'medwb/data/dataset.py'),
                                     'medwb.data.dataset.Dataset.y': ('01_data/dataset.html#dataset.y', 'medwb/data/dataset.py'),
+                                    'medwb.data.dataset._label_key': ('01_data/dataset.html#_label_key', 'medwb/data/dataset.py'),
+                                    'medwb.data.dataset.binary_target': ('01_data/dataset.html#binary_target', 'medwb/data/dataset.py'),
                                     'medwb.data.dataset.dataset_card': ('01_data/dataset.html#dataset_card', 'medwb/data/dataset.py'),
                                     'medwb.data.dataset.load_csv_dataset': ( '01_data/dataset.html#load_csv_dataset',
                                                                              'medwb/data/dataset.py'),

@@ -145,3 +145,4 @@ def test_a_kfold_run_nests_the_search_in_every_fold_and_says_its_metrics_are_opt
     html = (mf.parent / "report.html").read_text()
     assert "(<strong>nested</strong>)" in html and "are optimistic by about the optimism below" in html
     assert "Stability of the chosen parameters across outer folds" in html
+

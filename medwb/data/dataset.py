@@ -16,7 +16,7 @@ from ..core.settings import MedwbError
 from ..core.hashing import hash_json, sha256_file
 
 # %% auto #0
-__all__ = ['TASKS', 'PHYSIOLOGICAL', 'Dataset', 'dataset_card', 'load_csv_dataset', 'zero_as_missing']
+__all__ = ['TASKS', 'PHYSIOLOGICAL', 'Dataset', 'dataset_card', 'binary_target', 'load_csv_dataset', 'zero_as_missing']
 
 # %% ../../nbs/01_data/01_dataset.ipynb #c003
 TASKS = ("classification", "regression")
@@ -95,6 +95,32 @@ def dataset_card(ds: Dataset) -> dict:
     return card
 
 # %% ../../nbs/01_data/01_dataset.ipynb #c010
+def _label_key(v) -> str:
+    "A label as text, numbers without a trailing .0 (so 1, 1.0 and '1.0' are one label)."
+    s = str(v).strip()
+    try: x = float(s)
+    except ValueError: return s
+    return str(int(x)) if x.is_integer() else s
+
+def binary_target(name: str, values: pd.Series, positive=None) -> tuple[pd.Series, str]:
+    "0/1 coding of a classification target (1 = positive) and the positive class's name; `positive` is a label or several (`A, B`)."
+    if values.isna().any(): raise MedwbError(f"dataset {name!r}: target has {int(values.isna().sum())} missing values")
+    keys = values.map(_label_key)
+    labels = sorted(set(keys))
+    if len(labels) < 2: raise MedwbError(f"dataset {name!r}: the target has one class only ({labels[0] if labels else 'no rows'})")
+    if positive is None or not str(positive).strip():
+        if set(labels) == {"0", "1"}: chosen = ["1"]
+        elif len(labels) == 2: raise MedwbError(f"dataset {name!r}: say which label is positive (positive = ...); labels: {labels}")
+        else: raise MedwbError(f"dataset {name!r}: the target has {len(labels)} classes ({', '.join(labels[:10])}); multi-class targets are not "
+                               f"supported yet: name the labels that make the positive class (positive = {labels[0]}, {labels[1]}) for a binary task")
+    else:
+        items = positive if isinstance(positive, (list, tuple)) else str(positive).split(",")
+        chosen = list(dict.fromkeys(_label_key(p) for p in items if str(p).strip()))
+    unknown = [p for p in chosen if p not in labels]
+    if unknown: raise MedwbError(f"dataset {name!r}: positive label(s) {', '.join(unknown)} not among the labels {labels}")
+    if set(chosen) == set(labels): raise MedwbError(f"dataset {name!r}: positive = {', '.join(chosen)} names every label; no negative class is left")
+    return keys.isin(chosen).astype(int), ", ".join(chosen)
+
 def load_csv_dataset(name: str, path: Path | str, target: str, task: str = "classification",
                      positive: str | None = None,   # label of the positive class (classification)
                      id_column: str | None = None, group_column: str | None = None,
@@ -108,18 +134,11 @@ def load_csv_dataset(name: str, path: Path | str, target: str, task: str = "clas
         raise MedwbError(f"dataset {name!r}: cannot parse {path}: {e}") from None
     if target not in f.columns:
         raise MedwbError(f"dataset {name!r}: {path} has no target column {target!r} (columns: {', '.join(map(str, f.columns))})")
-    if task == "classification":
-        if f[target].isna().any(): raise MedwbError(f"dataset {name!r}: target {target!r} has {int(f[target].isna().sum())} missing values")
-        numeric = pd.api.types.is_numeric_dtype(f[target])
-        labels = sorted(f[target].unique().tolist())
-        if len(labels) != 2: raise MedwbError(f"dataset {name!r}: target {target!r} must have 2 classes, found {len(labels)}: {labels[:10]}")
-        if positive is None:
-            if numeric and set(labels) == {0, 1}: positive = 1
-            else: raise MedwbError(f"dataset {name!r}: say which label is positive (positive = ...); labels: {labels}")
-        try: pos = float(positive) if numeric else str(positive)
-        except ValueError: raise MedwbError(f"dataset {name!r}: positive label {positive!r} not among {labels}") from None
-        if pos not in labels: raise MedwbError(f"dataset {name!r}: positive label {positive!r} not among {labels}")
-        f[target] = (f[target] == pos).astype(int)
+    if task == "classification":   # several labels may be positive together (positive = A, B): a binary task, named by them
+        labels = sorted(set(f[target].dropna().map(_label_key)))
+        f[target], positive = binary_target(name, f[target], positive)
+        if len(labels) > 2:   # say which of the source's labels each code stands for
+            card.setdefault("target_coding", f"1 = {positive} (together); 0 = {', '.join(l for l in labels if l not in positive.split(', '))}")
     card = {"title": name, "source": str(path), "file_sha256": sha256_file(path), **card}
     zeros = zero_as_missing(f, exclude={target, id_column, group_column})
     if zeros:   # no schema says what 0 means in these columns: say it, once, where the user sees it

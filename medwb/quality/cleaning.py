@@ -200,11 +200,8 @@ def load_clean_csv(name: str, path: Path | str, schema: Schema | Path | str, tar
     for c, sp in spec.items():
         f[c] = f[c].astype(float) if sp.type in ("number", "integer") else f[c] if sp.type == "date" else f[c].astype(object)
     if task == "classification":
-        labels = sorted(map(str, pd.unique(f[target])))
-        pos = str(positive) if positive is not None else ("1" if set(labels) == {"0", "1"} or set(labels) == {"0.0", "1.0"} else None)
-        if pos is None or not any(l in (pos, f"{pos}.0") for l in labels):
-            raise MedwbError(f"dataset {name!r}: say which label of {target!r} is positive (positive = ...); labels: {labels}")
-        f[target] = f[target].astype(str).isin([pos, f"{pos}.0"]).astype(int)
+        from medwb.data.dataset import binary_target
+        f[target], positive = binary_target(name, f[target], positive)
     exclude = [c for c, sp in spec.items() if (sp.role in ("meta", "free_text") or sp.type == "date") and c not in (schema.id, schema.patient, target)]
     base = {"title": name, "source": str(path.name), "raw_file": path.name, "raw_sha256": sha256_file(path),
             "schema": f"schemas/{schema.name}.yml", "schema_sha256": schema.hash,
