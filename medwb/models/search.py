@@ -182,10 +182,13 @@ class SearchResult:
         v = self.trials["value"].where(self.trials["state"] == "COMPLETE")
         return pd.DataFrame({"trial": self.trials["number"], "value": v, "best_so_far": v.cummax()})
 
-def _score(pipe, X, y, task: str) -> float:
-    if task == "regression": return float(r2_score(y, pipe.predict(X)))
-    s = pipe.predict_proba(X)[:, 1] if hasattr(pipe, "predict_proba") else pipe.decision_function(X)
-    return float(roc_auc_score(y, s))
+def _predict(pipe, X, task: str) -> np.ndarray:
+    "Regression predictions, or the positive class's probability (decision function where there is none)."
+    if task == "regression": return pipe.predict(X)
+    return pipe.predict_proba(X)[:, 1] if hasattr(pipe, "predict_proba") else pipe.decision_function(X)
+
+def _score(y, s, task: str) -> float:
+    return float(r2_score(y, s)) if task == "regression" else float(roc_auc_score(y, s))
 
 def inner_folds(ds, rows: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     "k inner (fit, score) folds of `rows`, grouped by patient and stratified by class; a class smaller than k is an error."
@@ -215,7 +218,10 @@ def _suggest(trial, name: str, d: Dist):
     if d.kind == "int": return trial.suggest_int(name, int(d.low), int(d.high), log=d.log)
     if d.kind == "float": return trial.suggest_float(name, float(d.low), float(d.high), log=d.log)
     # Optuna's categorical values must be plain scalars: the choice is drawn by its repr and mapped back
-    r = trial.suggest_categorical(name, [repr(v) for v in d.choices])
+    return _choice(d, trial.suggest_categorical(name, [repr(v) for v in d.choices]))
+
+def _choice(d: Dist, r: str):
+    "The choice whose repr Optuna recorded."
     return d.choices[[repr(v) for v in d.choices].index(r)]
 
 def run_search(ds, space: SearchSpace, rows: np.ndarray, seed: int = 0, imputation: str = "median") -> SearchResult:
@@ -237,7 +243,7 @@ def run_search(ds, space: SearchSpace, rows: np.ndarray, seed: int = 0, imputati
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pipe = build_pipeline(X, clone(est), imputation, seed).fit(X.iloc[a], y[a])
-                scores.append(_score(pipe, X.iloc[b], y[b], space.task))
+                scores.append(_score(y[b], _predict(pipe, X.iloc[b], space.task), space.task))
                 trial.set_user_attr(f"fold{i + 1}", scores[-1])
                 trial.report(float(np.mean(scores)), i)
                 if trial.should_prune(): raise optuna.TrialPruned()
@@ -255,8 +261,7 @@ def run_search(ds, space: SearchSpace, rows: np.ndarray, seed: int = 0, imputati
     for t in study.trials:
         r = {"number": t.number, "state": t.state.name, "value": t.value if t.state.name == "COMPLETE" else np.nan}
         r.update({f"fold{i + 1}": t.user_attrs.get(f"fold{i + 1}", np.nan) for i in range(len(folds))})
-        r.update({k: (space.params[k].choices[[repr(v) for v in space.params[k].choices].index(v)] if space.params[k].kind == "choice" else v)
-                  for k, v in t.params.items()})
+        r.update({k: _choice(space.params[k], v) if space.params[k].kind == "choice" else v for k, v in t.params.items()})
         r["error"] = t.user_attrs.get("error", "")
         rows_.append(r)
     # wall time per trial: shown, and not hashed (it differs from run to run)
@@ -314,9 +319,8 @@ def _outer(ds, searches, parts, design, seed, n_boot, imputation) -> NestedResul
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pipe = build_pipeline(X, est, imputation, seed).fit(X.iloc[tr], y[tr])
-        s = pipe.predict(X.iloc[te]) if ds.task == "regression" else (
-            pipe.predict_proba(X.iloc[te])[:, 1] if hasattr(pipe, "predict_proba") else pipe.decision_function(X.iloc[te]))
-        outer = float(r2_score(y[te], s)) if ds.task == "regression" else float(roc_auc_score(y[te], s))
+        s = _predict(pipe, X.iloc[te], ds.task)
+        outer = _score(y[te], s, ds.task)
         rows.append({"fold": name, "n_train": len(tr), "n_test": len(te), "inner_best": res.best_value, "outer": outer,
                      "optimism": res.best_value - outer, "trials": len(res.trials), "trials_hash": res.trials_hash[:16], **res.best_params})
         preds.append(pd.DataFrame({"record_id": ds.ids[te], "fold": name, "y_true": y[te], "score": s}))
