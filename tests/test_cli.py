@@ -69,7 +69,7 @@ def test_metrics_match_reference_figures(first_run):
     assert dummy["metrics"]["roc_auc"] == 0.5
 
 
-def test_second_run_is_all_cached_and_fast(first_run):
+def test_second_run_is_all_cached(first_run):
     d, s, _ = first_run
     before = published(d / "reports")
     t0 = time.perf_counter(); r = medwb("run", settings=s); took = time.perf_counter() - t0
